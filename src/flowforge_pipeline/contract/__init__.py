@@ -1,0 +1,1 @@
+"""The serving-layer contract: catalog, DDL rendered from it, and the live check."""

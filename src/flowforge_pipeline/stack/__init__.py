@@ -1,0 +1,1 @@
+"""The local stack: the component registry, process supervision, up/down/status."""

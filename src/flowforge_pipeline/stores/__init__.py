@@ -1,0 +1,1 @@
+"""One client module per serving store, each reached by URL through its standard client."""
