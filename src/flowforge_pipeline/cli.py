@@ -6,13 +6,19 @@ import sys
 
 import click
 
+from flowforge_pipeline.contract.cli import contract, init_command
 from flowforge_pipeline.settings import SettingsError
+from flowforge_pipeline.stack.cli import down_command, logs_command, status_command, up_command
 
 
 @click.group()
 @click.version_option(package_name="flowforge-pipeline")
 def cli() -> None:
     """Streaming and batch pipeline that fills the FlowForge serving layer."""
+
+
+for _command in (up_command, down_command, status_command, logs_command, init_command, contract):
+    cli.add_command(_command)
 
 
 def main() -> None:
