@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     local_kafka_port: int = Field(default=19092, ge=1, le=65535, alias="LOCAL_KAFKA_PORT")
 
     # --- OLAP store
-    clickhouse_url: str = Field(default="", alias="CLICKHOUSE_URL")
+    clickhouse_url: SecretStr = Field(default=SecretStr(""), alias="CLICKHOUSE_URL")
     clickhouse_user: str = Field(default="default", alias="CLICKHOUSE_USER")
     clickhouse_password: SecretStr = Field(default=SecretStr(""), alias="CLICKHOUSE_PASSWORD")
     clickhouse_database: str = Field(default="flowforge", alias="CLICKHOUSE_DATABASE")
@@ -74,10 +74,11 @@ class Settings(BaseSettings):
 
     @field_validator("clickhouse_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in ("http", "https"):
+    def _http_url(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and urlsplit(raw).scheme not in ("http", "https"):
             raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+        return SecretStr(raw.rstrip("/"))
 
     @field_validator("redis_url")
     @classmethod
@@ -116,7 +117,7 @@ class Settings(BaseSettings):
     @property
     def clickhouse_is_local(self) -> bool:
         """True when `up` must start the embedded ClickHouse server."""
-        return not self.clickhouse_url
+        return not self.clickhouse_url.get_secret_value()
 
     @property
     def postgres_is_local(self) -> bool:
@@ -136,9 +137,10 @@ class Settings(BaseSettings):
     @property
     def clickhouse_http_url(self) -> str:
         """Base HTTP URL of ClickHouse without credentials."""
-        if not self.clickhouse_url:
+        raw = self.clickhouse_url.get_secret_value()
+        if not raw:
             return f"http://{LOCALHOST}:{self.local_clickhouse_port}"
-        parts = urlsplit(self.clickhouse_url)
+        parts = urlsplit(raw)
         netloc = parts.hostname or ""
         if parts.port:
             netloc = f"{netloc}:{parts.port}"
@@ -147,7 +149,8 @@ class Settings(BaseSettings):
     @property
     def clickhouse_credentials(self) -> tuple[str, str]:
         """User and password: those in CLICKHOUSE_URL win over CLICKHOUSE_USER/PASSWORD."""
-        parts = urlsplit(self.clickhouse_url) if self.clickhouse_url else None
+        raw = self.clickhouse_url.get_secret_value()
+        parts = urlsplit(raw) if raw else None
         user = unquote(parts.username) if parts and parts.username else self.clickhouse_user
         if parts and parts.password is not None:
             return user, unquote(parts.password)

@@ -7,12 +7,12 @@ lists what was actually created, so a second run reports (and changes) nothing.
 
 from __future__ import annotations
 
+from flowforge_pipeline.contract.catalog import POSTGRES_TABLES
 from flowforge_pipeline.contract.ddl import (
     clickhouse_create,
     pipeline_clickhouse_tables,
     postgres_create,
 )
-from flowforge_pipeline.contract.catalog import POSTGRES_TABLES
 from flowforge_pipeline.settings import Settings
 from flowforge_pipeline.stores import clickhouse, kafka, postgres
 

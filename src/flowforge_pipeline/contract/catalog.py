@@ -207,7 +207,13 @@ DLQ_TOPIC = Topic(
         _js("failed_at", "string", "ISO 8601 UTC time of rejection"),
     ),
 )
-TOPICS: tuple[Topic, ...] = (TRADES_TOPIC, QUOTES_TOPIC, GROUND_TRUTH_TOPIC, ALERTS_TOPIC, DLQ_TOPIC)
+TOPICS: tuple[Topic, ...] = (
+    TRADES_TOPIC,
+    QUOTES_TOPIC,
+    GROUND_TRUTH_TOPIC,
+    ALERTS_TOPIC,
+    DLQ_TOPIC,
+)
 
 # --------------------------------------------------------------------- ClickHouse tables
 _KAFKA_POS = (
@@ -405,8 +411,11 @@ HOURLY_ROLLUP = Table(
     description="Per symbol and UTC hour: OHLC, VWAP, volume, notional, trades, spreads.",
     engine="ReplacingMergeTree",
     order_by=("symbol", "hour"),
-    columns=(_ch("symbol", "String", "instrument symbol"), _ch("hour", "DateTime('UTC')", "UTC hour"),
-             *_ROLLUP_STATS),
+    columns=(
+        _ch("symbol", "String", "instrument symbol"),
+        _ch("hour", "DateTime('UTC')", "UTC hour"),
+        *_ROLLUP_STATS,
+    ),
 )
 DAILY_ROLLUP = Table(
     name="daily_rollup",
@@ -417,8 +426,11 @@ DAILY_ROLLUP = Table(
     description="Per symbol and UTC day: OHLC, VWAP, volume, notional, trades, spreads.",
     engine="ReplacingMergeTree",
     order_by=("symbol", "trade_date"),
-    columns=(_ch("symbol", "String", "instrument symbol"), _ch("trade_date", "Date", "UTC date"),
-             *_ROLLUP_STATS),
+    columns=(
+        _ch("symbol", "String", "instrument symbol"),
+        _ch("trade_date", "Date", "UTC date"),
+        *_ROLLUP_STATS,
+    ),
 )
 RPT_DAILY_PNL = Table(
     name="rpt_daily_pnl",

@@ -97,7 +97,9 @@ def check_clickhouse(settings: Settings, report: Report, require_dbt: bool) -> N
         report.differences.extend(compare_columns(where, t.columns, live[t.name], "clickhouse"))
 
 
-def check_postgres(settings: Settings, report: Report, tables: tuple[Table, ...] = POSTGRES_TABLES) -> None:
+def check_postgres(
+    settings: Settings, report: Report, tables: tuple[Table, ...] = POSTGRES_TABLES
+) -> None:
     """Compare the live-views tables (or Materialize views) with the contract."""
     with postgres.connect(settings) as conn:
         live = postgres.table_columns(conn)
@@ -130,7 +132,9 @@ def compare_value(where: str, item: RedisKey, raw: str) -> list[str]:
         if f.name not in value:
             out.append(f"{where}: missing field {f.name} ({f.json})")
         elif not _json_type_ok(value[f.name], f.json):
-            out.append(f"{where}: field {f.name} is {type(value[f.name]).__name__}, contract says {f.json}")
+            out.append(
+                f"{where}: field {f.name} is {type(value[f.name]).__name__}, contract says {f.json}"
+            )
     names = {f.name for f in item.fields}
     out.extend(f"{where}: extra field {k}" for k in value if k not in names)
     return out
@@ -153,7 +157,9 @@ def check_redis(settings: Settings, report: Report, sample: int = 20) -> None:
             for key in keys:
                 kind = r.type(key)
                 if kind != "string":
-                    report.differences.append(f"redis {key}: is a {kind}, contract says string (JSON)")
+                    report.differences.append(
+                        f"redis {key}: is a {kind}, contract says string (JSON)"
+                    )
                     continue
                 raw = r.get(key)
                 if raw is not None:
@@ -177,7 +183,11 @@ def run_check(settings: Settings, *, require_dbt: bool = False) -> Report:
     for fn in (check_kafka, check_postgres, check_redis):
         try:
             fn(settings, report)
-        except (kafka.BrokerUnavailable, postgres.PostgresUnavailable, redis_store.RedisUnavailable) as exc:
+        except (
+            kafka.BrokerUnavailable,
+            postgres.PostgresUnavailable,
+            redis_store.RedisUnavailable,
+        ) as exc:
             report.differences.append(str(exc))
     try:
         check_clickhouse(settings, report, require_dbt)

@@ -18,8 +18,9 @@ from flowforge_pipeline.stores import clickhouse, postgres
 from flowforge_pipeline.stores import redis as redis_store
 
 
-def _entry(store: str, name: str, promise: int, newest: datetime | None, now: datetime,
-           state: str = "") -> dict[str, Any]:
+def _entry(
+    store: str, name: str, promise: int, newest: datetime | None, now: datetime, state: str = ""
+) -> dict[str, Any]:
     age = None if newest is None else round((now - newest).total_seconds(), 1)
     if not state:
         state = "empty" if age is None else ("fresh" if age <= promise else "stale")
@@ -55,8 +56,9 @@ def clickhouse_freshness(settings: Settings, now: datetime) -> list[dict[str, An
         live = clickhouse.table_columns(c, settings.clickhouse_database)
         for t in CLICKHOUSE_TABLES:
             if t.name not in live or t.freshness.column not in live[t.name]:
-                out.append(_entry("clickhouse", t.name, t.freshness.max_age_seconds, None, now,
-                                  "missing"))
+                out.append(
+                    _entry("clickhouse", t.name, t.freshness.max_age_seconds, None, now, "missing")
+                )
                 continue
             q = (
                 f"SELECT max({clickhouse.quote_identifier(t.freshness.column)}) FROM "
@@ -77,8 +79,9 @@ def postgres_freshness(settings: Settings, now: datetime) -> list[dict[str, Any]
         live = postgres.table_columns(conn)
         for t in POSTGRES_TABLES:
             if t.name not in live:
-                out.append(_entry("postgres", t.name, t.freshness.max_age_seconds, None, now,
-                                  "missing"))
+                out.append(
+                    _entry("postgres", t.name, t.freshness.max_age_seconds, None, now, "missing")
+                )
                 continue
             row = conn.execute(
                 sql.SQL("SELECT max({}) FROM {}").format(

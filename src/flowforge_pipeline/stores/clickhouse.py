@@ -58,7 +58,9 @@ def ensure_database(settings: Settings) -> bool:
             parameters={"db": settings.clickhouse_database},
         )
         if int(exists) == 0:
-            c.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(settings.clickhouse_database)}")
+            c.command(
+                f"CREATE DATABASE IF NOT EXISTS {quote_identifier(settings.clickhouse_database)}"
+            )
             return True
         return False
     finally:

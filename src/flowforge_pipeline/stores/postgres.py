@@ -11,7 +11,9 @@ class PostgresUnavailable(RuntimeError):
     """The live-views database did not answer; the message names the URL, password masked."""
 
 
-def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connection[tuple[object, ...]]:
+def connect(
+    settings: Settings, *, autocommit: bool = True
+) -> psycopg.Connection[tuple[object, ...]]:
     """A connection to the live-views database."""
     try:
         return psycopg.connect(settings.postgres, autocommit=autocommit, connect_timeout=5)

@@ -1,0 +1,41 @@
+# flowforge-pipeline — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down status test lint bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its pinned dependencies
+
+up: $(STAMP) ## Start the local stack in the background (returns when healthy)
+	$(BIN)/flowforge-pipeline up
+
+down: $(STAMP) ## Stop the local stack; stored data is kept
+	$(BIN)/flowforge-pipeline down
+
+status: $(STAMP) ## Show components and freshness of every contract item
+	$(BIN)/flowforge-pipeline status
+
+test: $(STAMP) ## Run the test suite (starts its own stand-ins on random ports)
+	$(BIN)/pytest -q
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+bench: $(STAMP) ## Run the benchmarks and print their figures
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean: ## Remove the virtualenv and caches (keeps .flowforge/ data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
