@@ -1,0 +1,828 @@
+"""The ClickHouse HTTP interface in front of one chdb database directory.
+
+One process owns the directory (chdb allows no other), and every other process reaches it
+the way it would reach a ClickHouse server: clickhouse-connect, dbt-clickhouse and curl work
+unchanged. The request handling follows ClickHouse's `HTTPHandler`: the query comes from the
+`query` parameter and the body joined by a newline, an INSERT's inline data streams straight
+into the engine, other URL parameters are settings for that request only, and errors carry
+ClickHouse's codes, bodies and HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from flowforge_pipeline.standins.clickhouse_server import compression
+from flowforge_pipeline.standins.clickhouse_server.errors import ClickHouseError, from_engine
+from flowforge_pipeline.standins.clickhouse_server.sessions import (
+    EngineConnection,
+    Pool,
+    Session,
+    SessionManager,
+    check_setting_names,
+    parse_session_timeout,
+)
+from flowforge_pipeline.standins.clickhouse_server.sql import (
+    IncompleteInput,
+    InsertSplit,
+    analyse,
+    find_insert_data,
+    is_access_control,
+)
+
+log = logging.getLogger(__name__)
+
+# URL parameters that are not settings (ClickHouse's HTTPHandler reserves the same names).
+RESERVED_PARAMS = frozenset(
+    {
+        "query", "database", "default_format", "query_id", "session_id", "session_timeout",
+        "session_check", "user", "password", "quota_key", "compress", "decompress", "buffer_size",
+        "wait_end_of_query", "stacktrace", "role", "client_protocol_version", "close_session",
+        "http_response_buffer_size",
+    }
+)
+# Settings that only steer the HTTP layer; the engine has nothing to do with them.
+TRANSPORT_SETTINGS = frozenset(
+    {
+        "enable_http_compression", "http_zlib_compression_level", "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms", "add_http_cors_header", "http_wait_end_of_query",
+        "cancel_http_readonly_queries_on_client_close", "http_write_exception_in_output_format",
+        "http_response_headers",
+    }
+)
+# Output formats whose per-block pieces concatenate into one valid stream. chdb formats each
+# streamed block on its own, so a format with a prefix or suffix (JSON, ...WithNames) is
+# answered in one piece instead.
+STREAMABLE_FORMATS = frozenset(
+    f.lower()
+    for f in (
+        "Native", "TabSeparated", "TSV", "TabSeparatedRaw", "TSVRaw", "CSV", "JSONEachRow",
+        "JSONCompactEachRow", "JSONStringsEachRow", "JSONCompactStringsEachRow", "NDJSON",
+        "JSONLines", "RowBinary", "Values", "TSKV", "LineAsString", "CustomSeparated", "Null",
+    )
+)
+_READ_CHUNK = 1 << 20
+_INSERT_APPEND = 1 << 20
+_SERVER_NAME = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class User:
+    """A configured user: its password and whether it may only read."""
+
+    password: str
+    readonly: bool = False
+
+
+@dataclass
+class Summary:
+    """Figures for X-ClickHouse-Summary."""
+
+    read_rows: int = 0
+    read_bytes: int = 0
+    written_rows: int = 0
+    written_bytes: int = 0
+    result_rows: int = 0
+    result_bytes: int = 0
+    started: float = 0.0
+
+    def header(self) -> str:
+        """The header's JSON, with every figure a string as ClickHouse writes it."""
+        elapsed_ns = int((time.perf_counter() - self.started) * 1e9)
+        return json.dumps(
+            {
+                "read_rows": str(self.read_rows),
+                "read_bytes": str(self.read_bytes),
+                "written_rows": str(self.written_rows),
+                "written_bytes": str(self.written_bytes),
+                "total_rows_to_read": str(self.read_rows),
+                "result_rows": str(self.result_rows),
+                "result_bytes": str(self.result_bytes),
+                "elapsed_ns": str(elapsed_ns),
+            },
+            separators=(",", ":"),
+        )
+
+    def add_result(self, res: Any) -> None:
+        """Add the figures of one engine result."""
+        self.read_rows += int(res.storage_rows_read())
+        self.read_bytes += int(res.storage_bytes_read())
+        self.written_rows += int(res.rows_written())
+        self.written_bytes += int(res.bytes_written())
+        self.result_rows += int(res.rows_read())
+        self.result_bytes += int(res.bytes_read())
+
+
+class Engine:
+    """The database directory, its connection pool and its sessions."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = str(data_dir.resolve())
+        try:
+            # Held for the server's life: chdb shuts the engine down with the last connection.
+            self.root = EngineConnection(self.path)
+        except ClickHouseError as exc:
+            if "Cannot lock file" in exc.message or "already running" in exc.message:
+                raise DataDirInUse(
+                    f"data directory {self.path} is already owned by another running server "
+                    "(stop it first, or pass a different --data-dir)"
+                ) from None
+            raise
+        self.timezone = (
+            bytes(self.root.run("SELECT timezone()").bytes()).decode().strip() or "UTC"
+        )
+        self.pool = Pool(self.path)
+        self.sessions = SessionManager(self.path)
+
+    def close(self) -> None:
+        """Close every connection; the engine stops with the last one."""
+        self.sessions.close()
+        self.pool.close()
+        self.root.close()
+
+
+class DataDirInUse(RuntimeError):
+    """Another process already serves this data directory."""
+
+
+class _Body:
+    """The request body as raw chunks, honouring Content-Length or chunked encoding."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler) -> None:
+        self._rfile = handler.rfile
+        te = handler.headers.get("Transfer-Encoding", "").lower()
+        self.chunked = "chunked" in te
+        length = handler.headers.get("Content-Length")
+        try:
+            self._remaining = int(length) if length is not None else 0
+        except ValueError:
+            raise ClickHouseError("BAD_ARGUMENTS", f"Invalid Content-Length: {length}") from None
+        self.done = not self.chunked and self._remaining == 0
+
+    def chunks(self) -> Iterator[bytes]:
+        """Yield the raw body until its end."""
+        if self.chunked:
+            yield from self._chunked()
+            return
+        while self._remaining > 0:
+            data = self._rfile.read(min(self._remaining, _READ_CHUNK))
+            if not data:
+                raise ClickHouseError("CANNOT_READ_ALL_DATA", "Unexpected end of request body")
+            self._remaining -= len(data)
+            yield data
+        self.done = True
+
+    def _chunked(self) -> Iterator[bytes]:
+        while True:
+            line = self._rfile.readline(1024)
+            if not line:
+                raise ClickHouseError("CANNOT_READ_ALL_DATA", "Unexpected end of chunked body")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise ClickHouseError(
+                    "CANNOT_READ_ALL_DATA", "Malformed chunk size in chunked request body"
+                ) from None
+            if size == 0:
+                while self._rfile.readline(65536) not in (b"\r\n", b"\n", b""):
+                    pass
+                self.done = True
+                return
+            while size > 0:
+                data = self._rfile.read(min(size, _READ_CHUNK))
+                if not data:
+                    raise ClickHouseError("CANNOT_READ_ALL_DATA", "Unexpected end of chunked body")
+                size -= len(data)
+                yield data
+            self._rfile.readline(16)
+
+
+class _Response:
+    """Writes one response: buffered in a single send, or streamed in chunks."""
+
+    def __init__(self, handler: Handler, query_id: str, encoding: str | None) -> None:
+        self.handler = handler
+        self.query_id = query_id
+        self.encoding = encoding
+        self.headers: list[tuple[str, str]] = []
+
+    def _head(self, status: int, extra: list[tuple[str, str]]) -> bytes:
+        phrase = HTTPStatus(status).phrase
+        lines = [f"HTTP/1.1 {status} {phrase}"]
+        lines += [f"{k}: {v}" for k, v in self._common() + self.headers + extra]
+        if self.handler.close_connection:
+            lines.append("Connection: Close")
+        else:
+            lines.append("Connection: Keep-Alive")
+            lines.append("Keep-Alive: timeout=30")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _common(self) -> list[tuple[str, str]]:
+        return [
+            ("Date", self.handler.date_time_string()),
+            ("X-ClickHouse-Server-Display-Name", _SERVER_NAME),
+            ("X-ClickHouse-Query-Id", self.query_id),
+            ("X-ClickHouse-Timezone", self.handler.app.engine.timezone),
+        ]
+
+    def send_whole(self, status: int, body: bytes, content_type: str) -> None:
+        """Send headers and body in one write (TCP_NODELAY: no Nagle wait between them)."""
+        if self.encoding and body:
+            enc = compression.encoder(self.encoding)
+            body = enc.compress(body) + enc.flush()
+            self.headers.append(("Content-Encoding", self.encoding))
+        extra = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        head = self._head(status, extra)
+        payload = head if self.handler.command == "HEAD" else head + body
+        self.handler.connection.sendall(payload)
+
+    def start_stream(self, content_type: str, first: bytes) -> _Stream:
+        """Send headers and the first chunk together, then stream the rest chunked."""
+        tag = secrets.token_hex(8)
+        extra = [
+            ("Content-Type", content_type),
+            ("Transfer-Encoding", "chunked"),
+            ("X-ClickHouse-Exception-Tag", tag),
+        ]
+        enc = compression.encoder(self.encoding) if self.encoding else None
+        if enc is not None:
+            self.headers.append(("Content-Encoding", self.encoding or ""))
+        stream = _Stream(self.handler, tag, enc)
+        self.handler.connection.sendall(self._head(200, extra) + stream.frame(first))
+        return stream
+
+
+class _Stream:
+    """A chunked response body in progress."""
+
+    def __init__(self, handler: Handler, tag: str, enc: compression.Encoder | None) -> None:
+        self.handler = handler
+        self.tag = tag
+        self.enc = enc
+
+    def frame(self, data: bytes) -> bytes:
+        if self.enc is not None:
+            data = self.enc.compress(data)
+        if not data:
+            return b""
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    def send(self, data: bytes) -> None:
+        out = self.frame(data)
+        if out:
+            self.handler.connection.sendall(out)
+
+    def finish(self) -> None:
+        tail = b""
+        if self.enc is not None:
+            flushed = self.enc.flush()
+            if flushed:
+                tail = f"{len(flushed):x}\r\n".encode() + flushed + b"\r\n"
+        self.handler.connection.sendall(tail + b"0\r\n\r\n")
+
+    def fail(self, err: ClickHouseError) -> None:
+        """Signal an error after rows were sent, the way ClickHouse 25.11+ does."""
+        message = err.body().rstrip("\n").encode()
+        block = (
+            b"\r\n__exception__\r\n" + self.tag.encode() + b"\r\n" + message + b"\n"
+            + f"{len(message)} ".encode() + self.tag.encode() + b"\r\n__exception__\r\n"
+        )
+        self.send(block)
+        self.finish()
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One HTTP connection; each request runs one query."""
+
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    server_version = "ClickHouse"
+    sys_version = ""
+
+    @property
+    def app(self) -> ClickHouseHTTPServer:
+        return self.server.app
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        head = (
+            "HTTP/1.1 204 No Content\r\n"
+            "Access-Control-Allow-Origin: *\r\n"
+            "Access-Control-Allow-Methods: POST, GET, OPTIONS\r\n"
+            "Access-Control-Allow-Headers: origin, x-requested-with, x-clickhouse-format, "
+            "x-clickhouse-user, x-clickhouse-key, Authorization\r\n"
+            "Access-Control-Max-Age: 86400\r\nContent-Length: 0\r\n\r\n"
+        )
+        self._drain_body()
+        self.connection.sendall(head.encode())
+
+    def _drain_body(self) -> None:
+        try:
+            for _ in _Body(self).chunks():
+                pass
+        except ClickHouseError:
+            self.close_connection = True
+
+    def _dispatch(self) -> None:
+        if not self.app.begin_request():
+            self.close_connection = True
+            err = ClickHouseError("ABORTED", "Server is shutting down")
+            err.code = 236
+            self._send_error(err, _Response(self, str(uuid.uuid4()), None))
+            return
+        try:
+            self._handle()
+        finally:
+            if self.app.stopping:
+                self.close_connection = True
+            self.app.end_request()
+
+    def _handle(self) -> None:
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        query_id = params.get("query_id") or str(uuid.uuid4())
+        response = _Response(self, query_id, None)
+        if url.path in ("/ping", "/replicas_status") or (
+            url.path == "/" and self.command in ("GET", "HEAD") and "query" not in params
+        ):
+            self._drain_body()
+            response.send_whole(200, b"Ok.\n", "text/html; charset=UTF-8")
+            return
+        body = None
+        try:
+            body = _Body(self)
+            user, readonly = self.app.authenticate(self, params)
+            if self.command in ("GET", "HEAD"):
+                readonly = readonly or 2
+            if params.get("compress") == "1" or params.get("decompress") == "1":
+                raise ClickHouseError(
+                    "NOT_IMPLEMENTED",
+                    "ClickHouse's own compression format (compress=1, decompress=1) is not "
+                    "supported by this server; use HTTP Content-Encoding / Accept-Encoding",
+                )
+            if params.get("enable_http_compression") in ("1", "true"):
+                response.encoding = compression.choose_encoding(
+                    self.headers.get("Accept-Encoding", "")
+                )
+            request = _Request(self, params, body, user, readonly, response)
+            request.run()
+        except ClickHouseError as err:
+            if body is None or not body.done:
+                self.close_connection = True
+            self._send_error(err, response)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # never let one bad request take the server down
+            log.exception("unexpected failure serving a request")
+            self.close_connection = True
+            self._send_error(ClickHouseError("UNKNOWN_EXCEPTION", repr(exc)), response)
+
+    def _send_error(self, err: ClickHouseError, response: _Response) -> None:
+        response.encoding = None
+        response.headers = [("X-ClickHouse-Exception-Code", str(err.code))]
+        try:
+            response.send_whole(int(err.status), err.body().encode(), "text/plain; charset=UTF-8")
+        except OSError:
+            self.close_connection = True
+
+
+class _Request:
+    """One query: parse, authorise, run, answer."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        params: dict[str, str],
+        body: _Body,
+        user: str,
+        readonly: int,
+        response: _Response,
+    ) -> None:
+        self.handler = handler
+        self.app = handler.app
+        self.params = params
+        self.body = body
+        self.user = user
+        self.readonly = readonly
+        self.response = response
+        self.summary = Summary(started=time.perf_counter())
+        encoding = handler.headers.get("Content-Encoding", "").strip().lower()
+        compression.check_encoding(encoding)
+        self.chunks = compression.decode(body.chunks(), encoding)
+        self.query_params = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
+        self.settings = {
+            k: v
+            for k, v in params.items()
+            if k not in RESERVED_PARAMS and k not in TRANSPORT_SETTINGS and not k.startswith("param_")
+        }
+        check_setting_names(self.settings)
+        if self.readonly == 1 and self.settings:
+            name = next(iter(self.settings))
+            raise ClickHouseError(
+                "READONLY", f"Cannot modify '{name}' setting in readonly mode"
+            )
+        self.database = params.get("database") or handler.headers.get("X-ClickHouse-Database")
+
+    # ------------------------------------------------------------------ query text
+    def _read_statement(self) -> tuple[bytearray, InsertSplit | None]:
+        url_query = self.params.get("query", "")
+        buf = bytearray(url_query.encode() + (b"\n" if url_query else b""))
+        at_eof = False
+        while True:
+            try:
+                split = find_insert_data(buf.decode("latin-1"), at_eof)
+                break
+            except IncompleteInput:
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    at_eof = True
+                else:
+                    buf += chunk
+        if split is None and not at_eof:
+            for chunk in self.chunks:
+                buf += chunk
+        return buf, split
+
+    # ------------------------------------------------------------------ connections
+    def _acquire(self) -> tuple[EngineConnection, Session | None]:
+        session_id = self.params.get("session_id")
+        if session_id:
+            timeout = parse_session_timeout(self.params.get("session_timeout"))
+            check = self.params.get("session_check") in ("1", "true")
+            session = self.app.engine.sessions.acquire(self.user, session_id, timeout, check)
+            return session.conn, session
+        if "session_check" in self.params and self.params["session_check"] in ("1", "true"):
+            raise ClickHouseError("SESSION_NOT_FOUND", "Session check requires session_id")
+        return self.app.engine.pool.acquire(), None
+
+    def run(self) -> None:
+        buf, split = self._read_statement()
+        conn, session = self._acquire()
+        healthy = True
+        previous: dict[str, str | None] = {}
+        old_db = conn.database
+        try:
+            if session is None:
+                try:
+                    conn.apply_pooled(self.database or "default", self.settings)
+                except ClickHouseError:
+                    healthy = False
+                    raise
+            else:
+                if self.database:
+                    conn.use(self.database)
+                previous = conn.apply_for_request(self.settings)
+            if split is not None:
+                self._insert(conn, buf, split)
+            else:
+                self._query(conn, buf.decode("utf-8", errors="replace"))
+        except (BrokenPipeError, ConnectionResetError):
+            healthy = False
+            raise
+        finally:
+            if session is not None:
+                try:
+                    conn.restore(previous)
+                    if self.database:
+                        conn.use(old_db)
+                finally:
+                    self.app.engine.sessions.release(session)
+            else:
+                self.app.engine.pool.release(conn, healthy)
+
+    # ------------------------------------------------------------------ INSERT with data
+    def _insert(self, conn: EngineConnection, buf: bytearray, split: InsertSplit) -> None:
+        if self.readonly:
+            self._readonly_error()
+        statement = split.statement.encode("latin-1").decode("utf-8", errors="replace")
+        stmt = analyse(statement)
+        if stmt.statement_count > 1:
+            self._multi_statement_error(statement, stmt.error_position)
+        try:
+            inserter = conn.raw.send_insert(statement, split.fmt)
+        except Exception as exc:
+            raise from_engine(exc) from exc
+        try:
+            pending = bytearray(buf[split.data_offset :])
+            for chunk in self.chunks:
+                pending += chunk
+                if len(pending) >= _INSERT_APPEND:
+                    conn.raw.insert_append(inserter, bytes(pending))
+                    pending.clear()
+            if pending:
+                conn.raw.insert_append(inserter, bytes(pending))
+            result = conn.raw.insert_done(inserter)
+        except ClickHouseError:
+            _cancel(conn, inserter)
+            raise
+        except Exception as exc:
+            _cancel(conn, inserter)
+            raise from_engine(exc) from exc
+        self.summary.written_rows = int(result.rows_written())
+        self.summary.written_bytes = int(result.bytes_written())
+        self._send_empty()
+
+    # ------------------------------------------------------------------ other statements
+    def _query(self, conn: EngineConnection, sql: str) -> None:
+        stmt = analyse(sql)
+        if stmt.statement_count == 0:
+            raise ClickHouseError("SYNTAX_ERROR", "Empty query")
+        if stmt.statement_count > 1:
+            self._multi_statement_error(sql, stmt.error_position)
+        if is_access_control(stmt):
+            raise ClickHouseError(
+                "NOT_IMPLEMENTED",
+                "Users, roles, grants, quotas and row policies cannot be managed on this "
+                "server: its users and passwords are configured in the pipeline settings "
+                "(CLICKHOUSE_USER, CLICKHOUSE_PASSWORD or the credentials in CLICKHOUSE_URL)",
+            )
+        kind = conn.raw.classify_query(sql)["query_class"].name
+        if self.readonly and kind in ("MUTATING", "MUTATING_GLOBAL"):
+            self._readonly_error()
+        if self.readonly == 1 and stmt.first_word == "SET":
+            raise ClickHouseError("READONLY", "Cannot execute SET query in readonly mode")
+        returns_rows = kind in ("READ_ONLY", "UNKNOWN") and stmt.first_word not in ("SET", "USE")
+        fmt = stmt.output_format or self.params.get("default_format") or "TabSeparated"
+        wait = self.params.get("wait_end_of_query") in ("1", "true")
+        if not returns_rows:
+            try:
+                result = conn.raw.query(sql, fmt, params=self.query_params)
+            except Exception as exc:
+                raise from_engine(exc) from exc
+            if stmt.first_word == "USE":
+                conn.refresh_database()
+            self.summary.add_result(result)
+            self._send_empty()
+            return
+        self.response.headers.append(("X-ClickHouse-Format", fmt))
+        content_type = _content_type(fmt)
+        if wait or fmt.lower() not in STREAMABLE_FORMATS:
+            try:
+                result = conn.raw.query(sql, fmt, params=self.query_params)
+            except Exception as exc:
+                raise from_engine(exc) from exc
+            self.summary.add_result(result)
+            self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
+            self.response.send_whole(200, bytes(result.bytes()), content_type)
+            return
+        self._stream(conn, sql, fmt, content_type)
+
+    def _stream(self, conn: EngineConnection, sql: str, fmt: str, content_type: str) -> None:
+        raw = conn.raw
+        try:
+            handle = raw.send_query(sql, fmt, params=self.query_params)
+            first = raw.streaming_fetch_result(handle)
+            second = raw.streaming_fetch_result(handle) if _has_rows(first) else None
+        except Exception as exc:
+            raise from_engine(exc) from exc
+        first_bytes = bytes(first.bytes()) if first is not None else b""
+        if first is not None:
+            self.summary.add_result(first)
+        if not _has_rows(second):
+            # The whole result came in one block: answer it in one send.
+            self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
+            self.response.send_whole(200, first_bytes, content_type)
+            return
+        self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
+        stream = self.response.start_stream(content_type, first_bytes)
+        chunk = second
+        try:
+            while _has_rows(chunk):
+                stream.send(bytes(chunk.bytes()))
+                chunk = raw.streaming_fetch_result(handle)
+        except (BrokenPipeError, ConnectionResetError):
+            _cancel_stream(raw, handle)
+            raise
+        except Exception as exc:
+            self.handler.close_connection = True
+            stream.fail(from_engine(exc))
+            return
+        stream.finish()
+
+    # ------------------------------------------------------------------ answers
+    def _send_empty(self) -> None:
+        self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
+        self.response.send_whole(200, b"", "text/plain; charset=UTF-8")
+
+    def _readonly_error(self) -> None:
+        detail = ""
+        if self.handler.command in ("GET", "HEAD"):
+            detail = (
+                ". For queries over HTTP, method GET implies readonly. You should use method "
+                "POST for modifying queries"
+            )
+        raise ClickHouseError("READONLY", "Cannot execute query in readonly mode" + detail)
+
+    @staticmethod
+    def _multi_statement_error(sql: str, position: int) -> None:
+        near = sql[position : position + 40].replace("\n", " ") if position >= 0 else ""
+        raise ClickHouseError(
+            "SYNTAX_ERROR",
+            f"Syntax error (Multi-statements are not allowed): failed at position {position + 1}"
+            f" (end of query): {near}",
+        )
+
+
+def _has_rows(result: Any) -> bool:
+    return result is not None and (int(result.rows_read()) > 0 or int(result.size()) > 0)
+
+
+def _cancel(conn: EngineConnection, inserter: Any) -> None:
+    try:
+        conn.raw.insert_cancel(inserter)
+    except Exception:  # noqa: S110 - the insert already failed; its error is what matters
+        pass
+
+
+def _cancel_stream(raw: Any, handle: Any) -> None:
+    try:
+        raw.streaming_cancel_query(handle)
+    except Exception:  # noqa: S110 - the client is gone; nothing left to tell it
+        pass
+
+
+def _content_type(fmt: str) -> str:
+    lower = fmt.lower()
+    if lower.startswith("json") and "eachrow" not in lower:
+        return "application/json; charset=UTF-8"
+    if lower in ("native", "rowbinary", "arrow", "arrowstream", "parquet", "orc", "avro"):
+        return "application/octet-stream"
+    if lower.startswith("rowbinary"):
+        return "application/octet-stream"
+    return "text/plain; charset=UTF-8"
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+    app: ClickHouseHTTPServer
+
+
+class ClickHouseHTTPServer:
+    """The server: an engine and an HTTP listener, with a graceful stop."""
+
+    def __init__(
+        self, host: str, port: int, data_dir: Path, users: dict[str, tuple[str, bool]]
+    ) -> None:
+        self.users = {name: User(pw, ro) for name, (pw, ro) in users.items()}
+        self.engine = Engine(data_dir)
+        try:
+            self.httpd = _HTTPServer((host, port), Handler)
+        except OSError:
+            self.engine.close()
+            raise
+        self.httpd.app = self
+        self.stopping = False
+        self._inflight = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with port 0)."""
+        return int(self.httpd.server_address[1])
+
+    @property
+    def host(self) -> str:
+        """The address listened on."""
+        return str(self.httpd.server_address[0])
+
+    def begin_request(self) -> bool:
+        """Count a request in; False once the server is stopping."""
+        with self._cond:
+            if self.stopping:
+                return False
+            self._inflight += 1
+            return True
+
+    def end_request(self) -> None:
+        """Count a request out."""
+        with self._cond:
+            self._inflight -= 1
+            self._cond.notify_all()
+
+    def authenticate(self, handler: Handler, params: dict[str, str]) -> tuple[str, int]:
+        """Check the credentials given in any of ClickHouse's three ways.
+
+        Returns:
+            The user name and its readonly level (0 or 1).
+
+        Raises:
+            ClickHouseError: AUTHENTICATION_FAILED for an unknown user or a wrong password.
+
+        """
+        user = handler.headers.get("X-ClickHouse-User")
+        password = handler.headers.get("X-ClickHouse-Key")
+        auth = handler.headers.get("Authorization", "")
+        if auth[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(auth[6:].strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise ClickHouseError(
+                    "AUTHENTICATION_FAILED", "Malformed Basic authorization header"
+                ) from None
+            b_user, _, b_password = decoded.partition(":")
+            user, password = user or b_user, password if password is not None else b_password
+        if "user" in params:
+            user = params["user"]
+        if "password" in params:
+            password = params["password"]
+        user = user or "default"
+        password = password or ""
+        known = self.users.get(user)
+        if known is None or not secrets.compare_digest(known.password, password):
+            raise ClickHouseError(
+                "AUTHENTICATION_FAILED",
+                f"{user}: Authentication failed: password is incorrect, or there is no user "
+                "with such name",
+            )
+        return user, 1 if known.readonly else 0
+
+    def serve_forever(self) -> None:
+        """Serve until `stop` is called."""
+        self.httpd.serve_forever(poll_interval=0.2)
+
+    def start(self) -> None:
+        """Serve from a background thread."""
+        self._thread = threading.Thread(
+            target=self.serve_forever, name=f"clickhouse-http-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let in-flight requests (inserts above all) finish, close the engine."""
+        with self._cond:
+            if self.stopping:
+                return
+            self.stopping = True
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._inflight > 0 and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.engine.close()
+
+
+def start_server(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    data_dir: Path | str = "clickhouse-data",
+    users: dict[str, tuple[str, bool]] | None = None,
+) -> ClickHouseHTTPServer:
+    """Start a server in a background thread of this process and return it.
+
+    Args:
+        host: address to listen on.
+        port: TCP port; 0 picks a free one (read it back from `.port`).
+        data_dir: the database directory this process will own.
+        users: user name -> (password, readonly); by default `default` with no password.
+
+    Returns:
+        The running server; call `.stop()` to shut it down.
+
+    Raises:
+        DataDirInUse: another process already serves `data_dir`.
+
+    """
+    server = ClickHouseHTTPServer(
+        host, port, Path(data_dir), users if users is not None else {"default": ("", False)}
+    )
+    server.start()
+    return server
+
