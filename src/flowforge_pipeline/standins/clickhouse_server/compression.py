@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Protocol, cast
 
 import brotli
 import lz4.frame
@@ -70,7 +70,7 @@ class _BrotliFrame:
 
 def _frame_factory(encoding: str) -> Callable[[], _Frame]:
     if encoding == "lz4":
-        return lz4.frame.LZ4FrameDecompressor
+        return lambda: cast(_Frame, lz4.frame.LZ4FrameDecompressor())
     if encoding == "zstd":
         return _ZstdFrame
     if encoding == "br":
@@ -79,7 +79,9 @@ def _frame_factory(encoding: str) -> Callable[[], _Frame]:
         return lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)
     if encoding == "deflate":
         return lambda: zlib.decompressobj()
-    raise ClickHouseError("UNKNOWN_COMPRESSION_METHOD", f"Unknown HTTP compression method: {encoding}")
+    raise ClickHouseError(
+        "UNKNOWN_COMPRESSION_METHOD", f"Unknown HTTP compression method: {encoding}"
+    )
 
 
 def check_encoding(encoding: str) -> None:
@@ -147,12 +149,12 @@ class _Lz4Encoder:
         if not self._started:
             head = self._obj.begin()
             self._started = True
-        return head + self._obj.compress(data)
+        return bytes(head + self._obj.compress(data))
 
     def flush(self) -> bytes:
         head = b"" if self._started else self._obj.begin()
         self._started = True
-        return head + self._obj.flush()
+        return bytes(head + self._obj.flush())
 
 
 class _ZstdEncoder:
@@ -160,10 +162,10 @@ class _ZstdEncoder:
         self._obj = zstandard.ZstdCompressor().compressobj()
 
     def compress(self, data: bytes) -> bytes:
-        return self._obj.compress(data)
+        return bytes(self._obj.compress(data))
 
     def flush(self) -> bytes:
-        return self._obj.flush()
+        return bytes(self._obj.flush())
 
 
 class _BrotliEncoder:

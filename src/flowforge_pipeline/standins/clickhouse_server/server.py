@@ -50,18 +50,38 @@ log = logging.getLogger(__name__)
 # URL parameters that are not settings (ClickHouse's HTTPHandler reserves the same names).
 RESERVED_PARAMS = frozenset(
     {
-        "query", "database", "default_format", "query_id", "session_id", "session_timeout",
-        "session_check", "user", "password", "quota_key", "compress", "decompress", "buffer_size",
-        "wait_end_of_query", "stacktrace", "role", "client_protocol_version", "close_session",
+        "query",
+        "database",
+        "default_format",
+        "query_id",
+        "session_id",
+        "session_timeout",
+        "session_check",
+        "user",
+        "password",
+        "quota_key",
+        "compress",
+        "decompress",
+        "buffer_size",
+        "wait_end_of_query",
+        "stacktrace",
+        "role",
+        "client_protocol_version",
+        "close_session",
         "http_response_buffer_size",
     }
 )
 # Settings that only steer the HTTP layer; the engine has nothing to do with them.
 TRANSPORT_SETTINGS = frozenset(
     {
-        "enable_http_compression", "http_zlib_compression_level", "send_progress_in_http_headers",
-        "http_headers_progress_interval_ms", "add_http_cors_header", "http_wait_end_of_query",
-        "cancel_http_readonly_queries_on_client_close", "http_write_exception_in_output_format",
+        "enable_http_compression",
+        "http_zlib_compression_level",
+        "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms",
+        "add_http_cors_header",
+        "http_wait_end_of_query",
+        "cancel_http_readonly_queries_on_client_close",
+        "http_write_exception_in_output_format",
         "http_response_headers",
     }
 )
@@ -71,9 +91,24 @@ TRANSPORT_SETTINGS = frozenset(
 STREAMABLE_FORMATS = frozenset(
     f.lower()
     for f in (
-        "Native", "TabSeparated", "TSV", "TabSeparatedRaw", "TSVRaw", "CSV", "JSONEachRow",
-        "JSONCompactEachRow", "JSONStringsEachRow", "JSONCompactStringsEachRow", "NDJSON",
-        "JSONLines", "RowBinary", "Values", "TSKV", "LineAsString", "CustomSeparated", "Null",
+        "Native",
+        "TabSeparated",
+        "TSV",
+        "TabSeparatedRaw",
+        "TSVRaw",
+        "CSV",
+        "JSONEachRow",
+        "JSONCompactEachRow",
+        "JSONStringsEachRow",
+        "JSONCompactStringsEachRow",
+        "NDJSON",
+        "JSONLines",
+        "RowBinary",
+        "Values",
+        "TSKV",
+        "LineAsString",
+        "CustomSeparated",
+        "Null",
     )
 )
 _READ_CHUNK = 1 << 20
@@ -144,9 +179,7 @@ class Engine:
                     "(stop it first, or pass a different --data-dir)"
                 ) from None
             raise
-        self.timezone = (
-            bytes(self.root.run("SELECT timezone()").bytes()).decode().strip() or "UTC"
-        )
+        self.timezone = bytes(self.root.run("SELECT timezone()").bytes()).decode().strip() or "UTC"
         self.pool = Pool(self.path)
         self.sessions = SessionManager(self.path)
 
@@ -277,6 +310,7 @@ class _Stream:
         self.enc = enc
 
     def frame(self, data: bytes) -> bytes:
+        """Compress (when asked) and wrap one piece of the body as an HTTP chunk."""
         if self.enc is not None:
             data = self.enc.compress(data)
         if not data:
@@ -284,11 +318,13 @@ class _Stream:
         return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
     def send(self, data: bytes) -> None:
+        """Send one piece of the body as soon as the engine produced it."""
         out = self.frame(data)
         if out:
             self.handler.connection.sendall(out)
 
     def finish(self) -> None:
+        """Flush the compressor and end the chunked body."""
         tail = b""
         if self.enc is not None:
             flushed = self.enc.flush()
@@ -300,8 +336,14 @@ class _Stream:
         """Signal an error after rows were sent, the way ClickHouse 25.11+ does."""
         message = err.body().rstrip("\n").encode()
         block = (
-            b"\r\n__exception__\r\n" + self.tag.encode() + b"\r\n" + message + b"\n"
-            + f"{len(message)} ".encode() + self.tag.encode() + b"\r\n__exception__\r\n"
+            b"\r\n__exception__\r\n"
+            + self.tag.encode()
+            + b"\r\n"
+            + message
+            + b"\n"
+            + f"{len(message)} ".encode()
+            + self.tag.encode()
+            + b"\r\n__exception__\r\n"
         )
         self.send(block)
         self.finish()
@@ -317,25 +359,32 @@ class Handler(BaseHTTPRequestHandler):
 
     @property
     def app(self) -> ClickHouseHTTPServer:
+        """The server this connection belongs to."""
         return self.server.app
 
     def setup(self) -> None:
+        """Disable Nagle: a response is one write, and waiting for an ACK costs ~40 ms."""
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Access log at debug level: one line per request would drown the stack's logs."""
         log.debug("%s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:  # noqa: N802
+        """Run the request's query (or answer the ping)."""
         self._dispatch()
 
     def do_POST(self) -> None:  # noqa: N802
+        """Run the request's query (or answer the ping)."""
         self._dispatch()
 
     def do_HEAD(self) -> None:  # noqa: N802
+        """Run the request's query (or answer the ping)."""
         self._dispatch()
 
     def do_OPTIONS(self) -> None:  # noqa: N802
+        """Answer a CORS preflight as ClickHouse does."""
         head = (
             "HTTP/1.1 204 No Content\r\n"
             "Access-Control-Allow-Origin: *\r\n"
@@ -444,14 +493,14 @@ class _Request:
         self.settings = {
             k: v
             for k, v in params.items()
-            if k not in RESERVED_PARAMS and k not in TRANSPORT_SETTINGS and not k.startswith("param_")
+            if k not in RESERVED_PARAMS
+            and k not in TRANSPORT_SETTINGS
+            and not k.startswith("param_")
         }
         check_setting_names(self.settings)
         if self.readonly == 1 and self.settings:
             name = next(iter(self.settings))
-            raise ClickHouseError(
-                "READONLY", f"Cannot modify '{name}' setting in readonly mode"
-            )
+            raise ClickHouseError("READONLY", f"Cannot modify '{name}' setting in readonly mode")
         self.database = params.get("database") or handler.headers.get("X-ClickHouse-Database")
 
     # ------------------------------------------------------------------ query text
@@ -618,7 +667,7 @@ class _Request:
         stream = self.response.start_stream(content_type, first_bytes)
         chunk = second
         try:
-            while _has_rows(chunk):
+            while chunk is not None and _has_rows(chunk):
                 stream.send(bytes(chunk.bytes()))
                 chunk = raw.streaming_fetch_result(handle)
         except (BrokenPipeError, ConnectionResetError):
@@ -825,4 +874,3 @@ def start_server(
     )
     server.start()
     return server
-

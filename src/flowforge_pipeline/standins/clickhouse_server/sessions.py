@@ -38,7 +38,7 @@ class EngineConnection:
 
     def __init__(self, path: str) -> None:
         try:
-            self.conn = chdb.connect(path)
+            self.conn = chdb.connect(path)  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise from_engine(exc) from exc
         self.raw: Any = self.conn._conn
@@ -89,7 +89,9 @@ class EngineConnection:
         if not settings:
             return {}
         names = ", ".join(quote_literal(k) for k in settings)
-        result = self.run(f"SELECT name, value, changed FROM system.settings WHERE name IN ({names})")
+        result = self.run(
+            f"SELECT name, value, changed FROM system.settings WHERE name IN ({names})"
+        )
         previous: dict[str, str | None] = {}
         for line in bytes(result.bytes()).decode().splitlines():
             name, value, changed = line.split("\t")
@@ -114,9 +116,7 @@ class EngineConnection:
 
 
 def _unescape_tsv(value: str) -> str:
-    return (
-        value.replace("\\t", "\t").replace("\\n", "\n").replace("\\'", "'").replace("\\\\", "\\")
-    )
+    return value.replace("\\t", "\t").replace("\\n", "\n").replace("\\'", "'").replace("\\\\", "\\")
 
 
 def check_setting_names(settings: dict[str, str]) -> None:

@@ -83,7 +83,7 @@ def tokens(text: str, start: int = 0) -> Iterator[Token]:
         ch = text[i]
         if ch in " \t\r\n\f\v":
             i += 1
-        elif ch == "-" and text.startswith("--", i) or ch == "#" and text.startswith(("#!", "# "), i):
+        elif text.startswith("--", i) or text.startswith(("#!", "# "), i):
             nl = text.find("\n", i)
             if nl == -1:
                 raise IncompleteInput("comment runs to the end of the text")
@@ -109,7 +109,7 @@ def tokens(text: str, start: int = 0) -> Iterator[Token]:
             end = _skip_quoted(text, i, "'")
             yield Token(TokenKind.STRING, text[i:end], i, end)
             i = end
-        elif ch in "\"`":
+        elif ch in '"`':
             end = _skip_quoted(text, i, ch)
             yield Token(TokenKind.QUOTED_NAME, text[i:end], i, end)
             i = end
@@ -207,7 +207,7 @@ def find_insert_data(text: str, at_eof: bool) -> InsertSplit | None:
                 pos += 1
             elif pos == len(text) and not at_eof:
                 raise IncompleteInput("data start not seen yet")
-            fmt = name.text.strip("`\"")
+            fmt = name.text.strip('`"')
             return InsertSplit(text[: tok.start].rstrip(), fmt, pos)
     if not at_eof:
         raise IncompleteInput("INSERT statement not complete yet")
@@ -258,7 +258,7 @@ def analyse(text: str) -> Statement:
                 depth -= 1
             if count == 0:
                 if prev_format and tok.kind in (TokenKind.WORD, TokenKind.QUOTED_NAME):
-                    output_format = tok.text.strip("`\"")
+                    output_format = tok.text.strip('`"')
                 prev_format = depth == 0 and _is_word(tok, "FORMAT")
     except IncompleteInput:
         pass
