@@ -498,9 +498,6 @@ class _Request:
             and not k.startswith("param_")
         }
         check_setting_names(self.settings)
-        if self.readonly == 1 and self.settings:
-            name = next(iter(self.settings))
-            raise ClickHouseError("READONLY", f"Cannot modify '{name}' setting in readonly mode")
         self.database = params.get("database") or handler.headers.get("X-ClickHouse-Database")
 
     # ------------------------------------------------------------------ query text
@@ -619,8 +616,6 @@ class _Request:
         kind = conn.raw.classify_query(sql)["query_class"].name
         if self.readonly and kind in ("MUTATING", "MUTATING_GLOBAL"):
             self._readonly_error()
-        if self.readonly == 1 and stmt.first_word == "SET":
-            raise ClickHouseError("READONLY", "Cannot execute SET query in readonly mode")
         returns_rows = kind in ("READ_ONLY", "UNKNOWN") and stmt.first_word not in ("SET", "USE")
         fmt = stmt.output_format or self.params.get("default_format") or "TabSeparated"
         wait = self.params.get("wait_end_of_query") in ("1", "true")
@@ -636,16 +631,21 @@ class _Request:
             return
         self.response.headers.append(("X-ClickHouse-Format", fmt))
         content_type = _content_type(fmt)
-        if wait or fmt.lower() not in STREAMABLE_FORMATS:
+        if not wait and fmt.lower() in STREAMABLE_FORMATS:
             try:
-                result = conn.raw.query(sql, fmt, params=self.query_params)
-            except Exception as exc:
-                raise from_engine(exc) from exc
-            self.summary.add_result(result)
-            self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
-            self.response.send_whole(200, bytes(result.bytes()), content_type)
-            return
-        self._stream(conn, sql, fmt, content_type)
+                self._stream(conn, sql, fmt, content_type)
+                return
+            except ClickHouseError as err:
+                # chdb streams SELECTs only; EXISTS, SHOW and the like are answered whole.
+                if "Streaming query is not supported" not in err.message:
+                    raise
+        try:
+            result = conn.raw.query(sql, fmt, params=self.query_params)
+        except Exception as exc:
+            raise from_engine(exc) from exc
+        self.summary.add_result(result)
+        self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
+        self.response.send_whole(200, bytes(result.bytes()), content_type)
 
     def _stream(self, conn: EngineConnection, sql: str, fmt: str, content_type: str) -> None:
         raw = conn.raw
