@@ -1,0 +1,230 @@
+"""The HTTP interface itself: what curl and any other plain HTTP client sees."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import socket
+import subprocess
+import uuid
+import zlib
+from urllib.parse import urlencode
+
+import brotli
+import lz4.frame
+import pytest
+import zstandard
+
+from flowforge_pipeline.standins.clickhouse_server import ClickHouseHTTPServer
+
+
+def request(
+    server: ClickHouseHTTPServer,
+    body: bytes | None = None,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+    path: str = "/",
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    url = path + ("?" + urlencode(params) if params else "")
+    conn.request(method, url, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+
+def curl(*args: str) -> str:
+    return subprocess.run(["curl", "-sS", *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_curl_examples(base_url: str) -> None:
+    assert curl(f"{base_url}/ping") == "Ok.\n"
+    assert curl(f"{base_url}/?query=SELECT%201") == "1\n"
+    curl(base_url, "--data-binary",
+         "CREATE TABLE curl_t (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
+    curl(f"{base_url}/?query=INSERT%20INTO%20curl_t%20FORMAT%20CSV", "--data-binary",
+         "1,one\n2,two\n")
+    curl(base_url, "--data-binary", "INSERT INTO curl_t VALUES (3, 'three')")
+    out = curl(base_url, "--data-binary", "SELECT * FROM curl_t ORDER BY id FORMAT JSONEachRow")
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["one", "two", "three"]
+    out = curl(f"{base_url}/?param_id=2", "--data-binary",
+               "SELECT name FROM curl_t WHERE id = {id:UInt32}")
+    assert out == "two\n"
+
+
+def test_ping_head_options_and_root(server: ClickHouseHTTPServer) -> None:
+    assert request(server, method="GET", path="/ping")[2] == b"Ok.\n"
+    assert request(server, method="GET", path="/replicas_status")[2] == b"Ok.\n"
+    assert request(server, method="GET", path="/")[2] == b"Ok.\n"
+    status, headers, body = request(server, method="HEAD", path="/ping")
+    assert status == 200 and body == b""
+    status, headers, _ = request(server, method="OPTIONS", path="/")
+    assert status == 204 and headers["access-control-allow-origin"] == "*"
+
+
+def test_get_is_readonly(server: ClickHouseHTTPServer) -> None:
+    status, headers, body = request(server, method="GET",
+                                    params={"query": "CREATE TABLE ro_t (a UInt8) ENGINE = Memory"})
+    assert headers["x-clickhouse-exception-code"] == "164"
+    assert body.startswith(b"Code: 164. DB::Exception:") and b"(READONLY)" in body
+    status, _, body = request(server, method="GET", params={"query": "SELECT 2"})
+    assert (status, body) == (200, b"2\n")
+
+
+def test_query_from_url_and_body_joined(server: ClickHouseHTTPServer) -> None:
+    status, _, body = request(server, b"FROM numbers(3)", params={"query": "SELECT sum(number)"})
+    assert (status, body) == (200, b"3\n")
+
+
+def test_format_header_only_for_rows(server: ClickHouseHTTPServer) -> None:
+    _, headers, _ = request(server, b"SELECT 1 FORMAT JSONCompact")
+    assert headers["x-clickhouse-format"] == "JSONCompact"
+    assert "x-clickhouse-query-id" in headers and "x-clickhouse-timezone" in headers
+    _, headers, _ = request(server, b"CREATE TABLE IF NOT EXISTS hdr_t (a UInt8) ENGINE = Memory")
+    assert "x-clickhouse-format" not in headers
+    _, headers, _ = request(server, b"INSERT INTO hdr_t SELECT number FROM numbers(5)")
+    assert "x-clickhouse-format" not in headers
+    assert json.loads(headers["x-clickhouse-summary"])["written_rows"] == "5"
+    _, headers, _ = request(server, b"SELECT count() FROM hdr_t", params={"query_id": "my-qid"})
+    assert headers["x-clickhouse-query-id"] == "my-qid"
+
+
+@pytest.mark.parametrize(
+    ("sql", "code", "status"),
+    [
+        ("SELECT * FROM missing_table", 60, 404),
+        ("SELEC 1", 62, 400),
+        ("SELECT 1; SELECT 2", 62, 400),
+        ("SELECT no_such_function(1)", 46, 404),
+        ("CREATE USER bob", 48, 501),
+        ("", 62, 400),
+    ],
+)
+def test_errors(server: ClickHouseHTTPServer, sql: str, code: int, status: int) -> None:
+    got_status, headers, body = request(server, sql.encode())
+    assert got_status == status
+    assert headers["x-clickhouse-exception-code"] == str(code)
+    assert body.startswith(f"Code: {code}. DB::Exception: ".encode())
+    assert body.endswith(b")\n") and body.count(b"\n") == 1
+
+
+def test_unknown_setting(server: ClickHouseHTTPServer) -> None:
+    status, headers, body = request(server, b"SELECT 1", params={"no_such_setting": "1"})
+    assert (status, headers["x-clickhouse-exception-code"]) == (404, "115")
+
+
+def test_auth_ways(server: ClickHouseHTTPServer) -> None:
+    assert request(server, b"SELECT currentUser() != ''", params={"user": "alice", "password": "s3cret"})[0] == 200
+    assert request(server, b"SELECT 1", headers={"X-ClickHouse-User": "alice", "X-ClickHouse-Key": "s3cret"})[0] == 200
+    import base64
+    good = base64.b64encode(b"alice:s3cret").decode()
+    assert request(server, b"SELECT 1", headers={"Authorization": f"Basic {good}"})[0] == 200
+    bad = base64.b64encode(b"alice:wrong").decode()
+    status, headers, body = request(server, b"SELECT 1", headers={"Authorization": f"Basic {bad}"})
+    assert (status, headers["x-clickhouse-exception-code"]) == (403, "516")
+    assert b"(AUTHENTICATION_FAILED)" in body
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd", "lz4"])
+def test_request_and_response_compression(server: ClickHouseHTTPServer, encoding: str) -> None:
+    table = f"c_{encoding}"
+    request(server, f"CREATE TABLE {table} (a UInt32) ENGINE = MergeTree ORDER BY a".encode())
+    payload = b"".join(f"{i}\n".encode() for i in range(100_000))
+    # two frames back to back, as a client compressing block by block sends them
+    half = len(payload) // 2
+    cut = payload.rfind(b"\n", 0, half) + 1
+    parts = (payload[:cut], payload[cut:])
+    compressors = {
+        "gzip": gzip.compress,
+        "deflate": zlib.compress,
+        "br": brotli.compress,
+        "zstd": zstandard.ZstdCompressor().compress,
+        "lz4": lz4.frame.compress,
+    }
+    body = b"".join(compressors[encoding](p) for p in parts) if encoding != "br" else brotli.compress(payload)
+    status, _, _ = request(server, body, params={"query": f"INSERT INTO {table} FORMAT TSV"},
+                           headers={"Content-Encoding": encoding})
+    assert status == 200
+    status, headers, data = request(
+        server, f"SELECT a FROM {table} ORDER BY a".encode(),
+        params={"enable_http_compression": "1"}, headers={"Accept-Encoding": encoding},
+    )
+    assert headers["content-encoding"] == encoding
+    decompressors = {
+        "gzip": gzip.decompress,
+        "deflate": zlib.decompress,
+        "br": brotli.decompress,
+        "zstd": lambda d: zstandard.ZstdDecompressor().decompressobj().decompress(d),
+        "lz4": lz4.frame.decompress,
+    }
+    assert decompressors[encoding](data) == payload
+
+
+def test_corrupt_compressed_body(server: ClickHouseHTTPServer) -> None:
+    status, headers, body = request(server, b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    assert headers["x-clickhouse-exception-code"] == "271"
+    assert request(server, b"SELECT 1")[2] == b"1\n"
+
+
+def test_chunked_insert_body_with_tricky_statement(server: ClickHouseHTTPServer) -> None:
+    request(server, b"CREATE TABLE chunked_t (a UInt32, s String) ENGINE = MergeTree ORDER BY a")
+    head = (b"INSERT INTO /* FORMAT Bogus */ chunked_t -- FORMAT Nope\n"
+            b"(a, s) FORMAT TSV\n")
+    rows = b"".join(f"{i}\tFORMAT $x$ 'q\n".encode() for i in range(50_000))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    pieces = [head[:10], head[10:], *[rows[i : i + 70_001] for i in range(0, len(rows), 70_001)]]
+    conn.request("POST", "/", body=iter(pieces), encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
+    resp.read()
+    assert request(server, b"SELECT count(), countIf(s = 'FORMAT $x$ \\'q') FROM chunked_t")[2] == b"50000\t50000\n"
+
+
+def test_dollar_quoted_query_is_one_statement(server: ClickHouseHTTPServer) -> None:
+    status, _, body = request(server, b"SELECT $tag$ ; SELECT 2 $tag$ AS s")
+    assert (status, body) == (200, b" ; SELECT 2 \n")
+
+
+def test_mid_stream_error_is_tagged(server: ClickHouseHTTPServer) -> None:
+    sql = b"SELECT number, throwIf(number = 900000) FROM numbers(1000000)"
+    status, headers, body = request(server, sql, params={"max_threads": "1", "max_block_size": "65536"})
+    assert status == 200
+    tag = headers["x-clickhouse-exception-tag"]
+    assert body.endswith(b" " + tag.encode() + b"\r\n__exception__\r\n")
+    assert f"__exception__\r\n{tag}\r\nCode: 395.".encode() in body
+
+
+def test_wait_end_of_query_buffers(server: ClickHouseHTTPServer) -> None:
+    status, headers, body = request(server, b"SELECT number FROM numbers(300000)",
+                                    params={"wait_end_of_query": "1"})
+    assert "content-length" in headers and len(body.splitlines()) == 300_000
+
+
+def test_sessions(server: ClickHouseHTTPServer) -> None:
+    sid = f"s-{uuid.uuid4()}"
+    assert request(server, b"SELECT 1", params={"session_id": sid, "session_check": "1"})[1][
+        "x-clickhouse-exception-code"] == "372"
+    assert request(server, b"SET max_threads = 3", params={"session_id": sid})[0] == 200
+    assert request(server, b"SELECT getSetting('max_threads')", params={"session_id": sid, "session_check": "1"})[2] == b"3\n"
+    # a URL setting applies to one request only, even within a session
+    assert request(server, b"SELECT getSetting('max_threads')", params={"session_id": sid, "max_threads": "5"})[2] == b"5\n"
+    assert request(server, b"SELECT getSetting('max_threads')", params={"session_id": sid})[2] == b"3\n"
+    for bad in ("-1", "3601", "abc"):
+        status, headers, _ = request(server, b"SELECT 1", params={"session_id": sid, "session_timeout": bad})
+        assert headers["x-clickhouse-exception-code"] == "374"
+
+
+def test_malformed_requests_keep_server_running(server: ClickHouseHTTPServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n")
+        reply = s.recv(65536)
+        assert b"X-ClickHouse-Exception-Code" in reply
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GARBAGE\r\n\r\n")
+        s.recv(65536)
+    status, _, body = request(server, b"SELECT 1", headers={"Content-Encoding": "snappy-ish"})
+    assert status != 200 and b"UNKNOWN_COMPRESSION_METHOD" in body
+    assert request(server, b"SELECT 42")[2] == b"42\n"
