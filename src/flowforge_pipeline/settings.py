@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     sink_flush_size: int = Field(default=50, ge=1, alias="SINK_FLUSH_SIZE")
     sink_flush_wait_seconds: float = Field(default=1.0, gt=0, alias="SINK_FLUSH_WAIT_SECONDS")
 
+    # --- flows
+    flow_allowed_lateness_seconds: float = Field(
+        default=0.5, ge=0, alias="FLOW_ALLOWED_LATENESS_SECONDS"
+    )
+    flow_snapshot_seconds: float = Field(default=5.0, gt=0, alias="FLOW_SNAPSHOT_SECONDS")
+    local_flow_metrics_port: int = Field(
+        default=19100, ge=1, le=65500, alias="LOCAL_FLOW_METRICS_PORT"
+    )
+
     @field_validator("clickhouse_url")
     @classmethod
     def _http_url(cls, value: SecretStr) -> SecretStr:

@@ -1,0 +1,1 @@
+"""The streaming dataflows (Bytewax), one module per flow, each exposing `flow`."""

@@ -1,0 +1,221 @@
+"""ClickHouse batch inserts with bounded retries, then the `table_update` broadcast.
+
+Each item the sink receives is one batch for one table, inserted in one statement (atomic
+per block in ClickHouse). Only after the insert has succeeded is the contract's
+`table_update` message published, so a dashboard never refreshes for rows that are not there.
+
+Restarts are made exact by the table itself: at start each partition reads, per resume key
+(the Kafka partition for raw tables, the symbol for windowed tables), the newest position
+already stored, and skips replayed rows at or before it. Rows of one key arrive in position
+order, so what is stored for a key is always a prefix of what the flow produces.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from clickhouse_connect.driver.client import Client
+
+from flowforge_pipeline.contract.catalog import TABLE_UPDATE_CHANNEL, table
+from flowforge_pipeline.flows import metrics
+from flowforge_pipeline.flows.common import iso, to_json_bytes, utc_now
+from flowforge_pipeline.settings import Settings
+from flowforge_pipeline.stores import clickhouse as ch_store
+from flowforge_pipeline.stores import redis as redis_store
+from flowforge_pipeline.stores.clickhouse import quote_identifier
+
+Row = tuple[Any, ...]
+
+
+class InsertFailed(RuntimeError):
+    """An insert kept failing after the bounded retries; the flow stops rather than drop rows."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How a flow writes one contract table.
+
+    Attributes:
+        table: contract table name.
+        columns: columns the flow sends, in row order (defaults such as `ingested_at` omitted).
+        resume_key: columns identifying an ordered sequence of rows (e.g. kafka_partition).
+        resume_position: column increasing along that sequence (e.g. kafka_offset).
+        first_time: column giving a row's oldest event time, for the broadcast.
+        last_time: column giving a row's newest event time, for the broadcast.
+
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    resume_key: tuple[str, ...]
+    resume_position: str
+    first_time: str
+    last_time: str
+
+    def __post_init__(self) -> None:
+        known = {c.name for c in table(self.table).columns}
+        unknown = set(self.columns) - known
+        if unknown:
+            raise ValueError(f"{self.table} has no column(s) {sorted(unknown)}")
+
+    def index(self, column: str) -> int:
+        """Position of `column` in a row."""
+        return self.columns.index(column)
+
+
+@dataclass(frozen=True)
+class RowBatch:
+    """Rows for one insert into one table."""
+
+    table: str
+    rows: list[Row]
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def stored_positions(client: Client, spec: TableSpec) -> dict[Row, Any]:
+    """The newest stored position per resume key of a table."""
+    keys = ", ".join(quote_identifier(k) for k in spec.resume_key)
+    pos = quote_identifier(spec.resume_position)
+    result = client.query(
+        f"SELECT {keys}, max({pos}) FROM {quote_identifier(spec.table)} GROUP BY {keys}"
+    )
+    n = len(spec.resume_key)
+    return {tuple(_utc(v) for v in r[:n]): _utc(r[n]) for r in result.result_rows}
+
+
+def unseen_rows(spec: TableSpec, rows: Sequence[Row], marks: dict[Row, Any]) -> list[Row]:
+    """Rows whose position is after the stored one for their key (all rows of a new key)."""
+    key_idx = [spec.index(k) for k in spec.resume_key]
+    pos_idx = spec.index(spec.resume_position)
+    out: list[Row] = []
+    for row in rows:
+        mark = marks.get(tuple(row[i] for i in key_idx))
+        if mark is None or row[pos_idx] > mark:
+            out.append(row)
+    return out
+
+
+def advance_marks(spec: TableSpec, rows: Sequence[Row], marks: dict[Row, Any]) -> None:
+    """Record the newest position per key after a successful insert."""
+    key_idx = [spec.index(k) for k in spec.resume_key]
+    pos_idx = spec.index(spec.resume_position)
+    for row in rows:
+        key = tuple(row[i] for i in key_idx)
+        mark = marks.get(key)
+        if mark is None or row[pos_idx] > mark:
+            marks[key] = row[pos_idx]
+
+
+def table_update(spec: TableSpec, rows: Sequence[Row], flushed_at: datetime) -> dict[str, Any]:
+    """The contract's `table_update` message for a successful insert of `rows`."""
+    first = min(row[spec.index(spec.first_time)] for row in rows)
+    last = max(row[spec.index(spec.last_time)] for row in rows)
+    message = {
+        "type": "table_update",
+        "table": spec.table,
+        "rows": len(rows),
+        "min_event_time": iso(first),
+        "max_event_time": iso(last),
+        "flushed_at": iso(flushed_at),
+    }
+    assert set(message) == {f.name for f in TABLE_UPDATE_CHANNEL.fields}  # noqa: S101
+    return message
+
+
+def with_retries(
+    action: Callable[[], Any],
+    *,
+    what: str,
+    attempts: int = 5,
+    first_delay: float = 0.25,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Run `action`, retrying with doubling back-off; after `attempts`, raise `InsertFailed`.
+
+    Bounded on purpose: a store that stays down stops the flow with a clear error, and
+    Bytewax recovery resumes it from its last snapshot once restarted, so nothing is dropped.
+    """
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - any failure of the client is retried
+            if attempt == attempts:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise InsertFailed(f"{what} failed after {attempts} attempts: {first}") from exc
+            sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+class _ClickHousePartition(StatelessSinkPartition[RowBatch]):
+    def __init__(self, settings: Settings, flow: str, specs: dict[str, TableSpec]) -> None:
+        self._flow = flow
+        self._specs = specs
+        self._ch = ch_store.client(settings, compress=False)
+        self._redis = redis_store.client(settings)
+        self._marks = {name: stored_positions(self._ch, spec) for name, spec in specs.items()}
+
+    def write_batch(self, items: list[RowBatch]) -> None:
+        for batch in items:
+            self._write(batch)
+
+    def _write(self, batch: RowBatch) -> None:
+        spec = self._specs[batch.table]
+        rows = unseen_rows(spec, batch.rows, self._marks[batch.table])
+        skipped = len(batch.rows) - len(rows)
+        if skipped:
+            metrics.SKIPPED_ON_RESUME.labels(self._flow, spec.table).inc(skipped)
+        if not rows:
+            return
+        started = time.perf_counter()
+        with_retries(
+            lambda: self._ch.insert(spec.table, rows, column_names=list(spec.columns)),
+            what=f"insert of {len(rows)} rows into clickhouse table {spec.table}",
+        )
+        metrics.INSERT_SECONDS.labels(self._flow, spec.table).observe(
+            time.perf_counter() - started
+        )
+        metrics.BATCH_ROWS.labels(self._flow, spec.table).observe(len(rows))
+        metrics.EVENTS_OUT.labels(self._flow, spec.table).inc(len(rows))
+        advance_marks(spec, rows, self._marks[batch.table])
+        message = to_json_bytes(table_update(spec, rows, utc_now()))
+        with_retries(
+            lambda: self._redis.publish(TABLE_UPDATE_CHANNEL.name, message),
+            what=f"publish on {TABLE_UPDATE_CHANNEL.name}",
+            attempts=3,
+        )
+        metrics.BROADCASTS.labels(self._flow, spec.table).inc()
+        last = max(row[spec.index(spec.last_time)] for row in rows)
+        metrics.observe_event_time(self._flow, last)
+
+    def close(self) -> None:
+        self._ch.close()
+        self._redis.close()
+
+
+class ClickHouseSink(DynamicSink[RowBatch]):
+    """Insert `RowBatch`es into contract tables and broadcast each successful insert."""
+
+    def __init__(self, settings: Settings, flow: str, specs: Sequence[TableSpec]) -> None:
+        """Prepare the sink; nothing connects until Bytewax builds a partition."""
+        self._settings = settings
+        self._flow = flow
+        self._specs = {s.table: s for s in specs}
+
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> _ClickHousePartition:
+        """Connect (ClickHouse and Redis are pinged, so a wrong URL fails here)."""
+        return _ClickHousePartition(self._settings, self._flow, self._specs)
+
