@@ -43,15 +43,22 @@ def curl(*args: str) -> str:
 def test_curl_examples(base_url: str) -> None:
     assert curl(f"{base_url}/ping") == "Ok.\n"
     assert curl(f"{base_url}/?query=SELECT%201") == "1\n"
-    curl(base_url, "--data-binary",
-         "CREATE TABLE curl_t (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
-    curl(f"{base_url}/?query=INSERT%20INTO%20curl_t%20FORMAT%20CSV", "--data-binary",
-         "1,one\n2,two\n")
+    curl(
+        base_url,
+        "--data-binary",
+        "CREATE TABLE curl_t (id UInt32, name String) ENGINE = MergeTree ORDER BY id",
+    )
+    curl(
+        f"{base_url}/?query=INSERT%20INTO%20curl_t%20FORMAT%20CSV",
+        "--data-binary",
+        "1,one\n2,two\n",
+    )
     curl(base_url, "--data-binary", "INSERT INTO curl_t VALUES (3, 'three')")
     out = curl(base_url, "--data-binary", "SELECT * FROM curl_t ORDER BY id FORMAT JSONEachRow")
     assert [json.loads(line)["name"] for line in out.splitlines()] == ["one", "two", "three"]
-    out = curl(f"{base_url}/?param_id=2", "--data-binary",
-               "SELECT name FROM curl_t WHERE id = {id:UInt32}")
+    out = curl(
+        f"{base_url}/?param_id=2", "--data-binary", "SELECT name FROM curl_t WHERE id = {id:UInt32}"
+    )
     assert out == "two\n"
 
 
@@ -66,8 +73,9 @@ def test_ping_head_options_and_root(server: ClickHouseHTTPServer) -> None:
 
 
 def test_get_is_readonly(server: ClickHouseHTTPServer) -> None:
-    status, headers, body = request(server, method="GET",
-                                    params={"query": "CREATE TABLE ro_t (a UInt8) ENGINE = Memory"})
+    status, headers, body = request(
+        server, method="GET", params={"query": "CREATE TABLE ro_t (a UInt8) ENGINE = Memory"}
+    )
     assert headers["x-clickhouse-exception-code"] == "164"
     assert body.startswith(b"Code: 164. DB::Exception:") and b"(READONLY)" in body
     status, _, body = request(server, method="GET", params={"query": "SELECT 2"})
@@ -117,9 +125,22 @@ def test_unknown_setting(server: ClickHouseHTTPServer) -> None:
 
 
 def test_auth_ways(server: ClickHouseHTTPServer) -> None:
-    assert request(server, b"SELECT currentUser() != ''", params={"user": "alice", "password": "s3cret"})[0] == 200
-    assert request(server, b"SELECT 1", headers={"X-ClickHouse-User": "alice", "X-ClickHouse-Key": "s3cret"})[0] == 200
+    assert (
+        request(
+            server, b"SELECT currentUser() != ''", params={"user": "alice", "password": "s3cret"}
+        )[0]
+        == 200
+    )
+    assert (
+        request(
+            server,
+            b"SELECT 1",
+            headers={"X-ClickHouse-User": "alice", "X-ClickHouse-Key": "s3cret"},
+        )[0]
+        == 200
+    )
     import base64
+
     good = base64.b64encode(b"alice:s3cret").decode()
     assert request(server, b"SELECT 1", headers={"Authorization": f"Basic {good}"})[0] == 200
     bad = base64.b64encode(b"alice:wrong").decode()
@@ -144,13 +165,23 @@ def test_request_and_response_compression(server: ClickHouseHTTPServer, encoding
         "zstd": zstandard.ZstdCompressor().compress,
         "lz4": lz4.frame.compress,
     }
-    body = b"".join(compressors[encoding](p) for p in parts) if encoding != "br" else brotli.compress(payload)
-    status, _, _ = request(server, body, params={"query": f"INSERT INTO {table} FORMAT TSV"},
-                           headers={"Content-Encoding": encoding})
+    body = (
+        b"".join(compressors[encoding](p) for p in parts)
+        if encoding != "br"
+        else brotli.compress(payload)
+    )
+    status, _, _ = request(
+        server,
+        body,
+        params={"query": f"INSERT INTO {table} FORMAT TSV"},
+        headers={"Content-Encoding": encoding},
+    )
     assert status == 200
     status, headers, data = request(
-        server, f"SELECT a FROM {table} ORDER BY a".encode(),
-        params={"enable_http_compression": "1"}, headers={"Accept-Encoding": encoding},
+        server,
+        f"SELECT a FROM {table} ORDER BY a".encode(),
+        params={"enable_http_compression": "1"},
+        headers={"Accept-Encoding": encoding},
     )
     assert headers["content-encoding"] == encoding
     decompressors = {
@@ -164,15 +195,16 @@ def test_request_and_response_compression(server: ClickHouseHTTPServer, encoding
 
 
 def test_corrupt_compressed_body(server: ClickHouseHTTPServer) -> None:
-    status, headers, body = request(server, b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    status, headers, body = request(
+        server, b"not gzip at all", headers={"Content-Encoding": "gzip"}
+    )
     assert headers["x-clickhouse-exception-code"] == "271"
     assert request(server, b"SELECT 1")[2] == b"1\n"
 
 
 def test_chunked_insert_body_with_tricky_statement(server: ClickHouseHTTPServer) -> None:
     request(server, b"CREATE TABLE chunked_t (a UInt32, s String) ENGINE = MergeTree ORDER BY a")
-    head = (b"INSERT INTO /* FORMAT Bogus */ chunked_t -- FORMAT Nope\n"
-            b"(a, s) FORMAT TSV\n")
+    head = b"INSERT INTO /* FORMAT Bogus */ chunked_t -- FORMAT Nope\n(a, s) FORMAT TSV\n"
     rows = b"".join(f"{i}\tFORMAT $x$ 'q\n".encode() for i in range(50_000))
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     pieces = [head[:10], head[10:], *[rows[i : i + 70_001] for i in range(0, len(rows), 70_001)]]
@@ -180,7 +212,10 @@ def test_chunked_insert_body_with_tricky_statement(server: ClickHouseHTTPServer)
     resp = conn.getresponse()
     assert resp.status == 200, resp.read()
     resp.read()
-    assert request(server, b"SELECT count(), countIf(s = 'FORMAT $x$ \\'q') FROM chunked_t")[2] == b"50000\t50000\n"
+    assert (
+        request(server, b"SELECT count(), countIf(s = 'FORMAT $x$ \\'q') FROM chunked_t")[2]
+        == b"50000\t50000\n"
+    )
 
 
 def test_dollar_quoted_query_is_one_statement(server: ClickHouseHTTPServer) -> None:
@@ -190,7 +225,9 @@ def test_dollar_quoted_query_is_one_statement(server: ClickHouseHTTPServer) -> N
 
 def test_mid_stream_error_is_tagged(server: ClickHouseHTTPServer) -> None:
     sql = b"SELECT number, throwIf(number = 900000) FROM numbers(1000000)"
-    status, headers, body = request(server, sql, params={"max_threads": "1", "max_block_size": "65536"})
+    status, headers, body = request(
+        server, sql, params={"max_threads": "1", "max_block_size": "65536"}
+    )
     assert status == 200
     tag = headers["x-clickhouse-exception-tag"]
     assert body.endswith(b" " + tag.encode() + b"\r\n__exception__\r\n")
@@ -198,22 +235,46 @@ def test_mid_stream_error_is_tagged(server: ClickHouseHTTPServer) -> None:
 
 
 def test_wait_end_of_query_buffers(server: ClickHouseHTTPServer) -> None:
-    status, headers, body = request(server, b"SELECT number FROM numbers(300000)",
-                                    params={"wait_end_of_query": "1"})
+    status, headers, body = request(
+        server, b"SELECT number FROM numbers(300000)", params={"wait_end_of_query": "1"}
+    )
     assert "content-length" in headers and len(body.splitlines()) == 300_000
 
 
 def test_sessions(server: ClickHouseHTTPServer) -> None:
     sid = f"s-{uuid.uuid4()}"
-    assert request(server, b"SELECT 1", params={"session_id": sid, "session_check": "1"})[1][
-        "x-clickhouse-exception-code"] == "372"
+    assert (
+        request(server, b"SELECT 1", params={"session_id": sid, "session_check": "1"})[1][
+            "x-clickhouse-exception-code"
+        ]
+        == "372"
+    )
     assert request(server, b"SET max_threads = 3", params={"session_id": sid})[0] == 200
-    assert request(server, b"SELECT getSetting('max_threads')", params={"session_id": sid, "session_check": "1"})[2] == b"3\n"
+    assert (
+        request(
+            server,
+            b"SELECT getSetting('max_threads')",
+            params={"session_id": sid, "session_check": "1"},
+        )[2]
+        == b"3\n"
+    )
     # a URL setting applies to one request only, even within a session
-    assert request(server, b"SELECT getSetting('max_threads')", params={"session_id": sid, "max_threads": "5"})[2] == b"5\n"
-    assert request(server, b"SELECT getSetting('max_threads')", params={"session_id": sid})[2] == b"3\n"
+    assert (
+        request(
+            server,
+            b"SELECT getSetting('max_threads')",
+            params={"session_id": sid, "max_threads": "5"},
+        )[2]
+        == b"5\n"
+    )
+    assert (
+        request(server, b"SELECT getSetting('max_threads')", params={"session_id": sid})[2]
+        == b"3\n"
+    )
     for bad in ("-1", "3601", "abc"):
-        status, headers, _ = request(server, b"SELECT 1", params={"session_id": sid, "session_timeout": bad})
+        status, headers, _ = request(
+            server, b"SELECT 1", params={"session_id": sid, "session_timeout": bad}
+        )
         assert headers["x-clickhouse-exception-code"] == "374"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import json
 import logging
 import secrets
@@ -112,6 +113,7 @@ STREAMABLE_FORMATS = frozenset(
     )
 )
 _READ_CHUNK = 1 << 20
+LOCK_FILE = ".flowforge-clickhouse.lock"
 _INSERT_APPEND = 1 << 20
 _SERVER_NAME = socket.gethostname()
 
@@ -169,15 +171,22 @@ class Engine:
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = str(data_dir.resolve())
+        # chdb refuses a second owner too, but only with a generic initialisation error; an
+        # advisory lock of our own names the real cause before the engine is touched.
+        self._lock_file = (data_dir / LOCK_FILE).open("a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise DataDirInUse(
+                f"data directory {self.path} is already owned by another running server "
+                "(stop it first, or pass a different --data-dir)"
+            ) from None
         try:
             # Held for the server's life: chdb shuts the engine down with the last connection.
             self.root = EngineConnection(self.path)
-        except ClickHouseError as exc:
-            if "Cannot lock file" in exc.message or "already running" in exc.message:
-                raise DataDirInUse(
-                    f"data directory {self.path} is already owned by another running server "
-                    "(stop it first, or pass a different --data-dir)"
-                ) from None
+        except ClickHouseError:
+            self._lock_file.close()
             raise
         self.timezone = bytes(self.root.run("SELECT timezone()").bytes()).decode().strip() or "UTC"
         self.pool = Pool(self.path)
@@ -188,6 +197,7 @@ class Engine:
         self.sessions.close()
         self.pool.close()
         self.root.close()
+        self._lock_file.close()
 
 
 class DataDirInUse(RuntimeError):
@@ -758,6 +768,8 @@ class ClickHouseHTTPServer:
         self._inflight = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._closed = False
 
     @property
     def port(self) -> int:
@@ -770,9 +782,14 @@ class ClickHouseHTTPServer:
         return str(self.httpd.server_address[0])
 
     def begin_request(self) -> bool:
-        """Count a request in; False once the server is stopping."""
+        """Count a request in; False once the engine is closed.
+
+        A request that reaches the server while it is stopping is still served: its
+        connection was accepted before the listener closed, and the client is already
+        sending (possibly a large insert) - refusing it would lose work the stop waits for.
+        """
         with self._cond:
-            if self.stopping:
+            if self._closed:
                 return False
             self._inflight += 1
             return True
@@ -832,20 +849,33 @@ class ClickHouseHTTPServer:
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop accepting, let in-flight requests (inserts above all) finish, close the engine."""
+        """Stop accepting, let in-flight requests (inserts above all) finish, close the engine.
+
+        Safe to call from several threads (a signal handler and the main thread): every
+        caller returns only once the engine is closed.
+        """
         with self._cond:
-            if self.stopping:
-                return
+            first = not self.stopping
             self.stopping = True
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._inflight > 0 and time.monotonic() < deadline:
-                self._cond.wait(deadline - time.monotonic())
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.engine.close()
+        if not first:
+            self._stopped.wait()
+            return
+        try:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            deadline = time.monotonic() + timeout
+            with self._cond:
+                while self._inflight > 0 and time.monotonic() < deadline:
+                    self._cond.wait(deadline - time.monotonic())
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            with self._cond:
+                while self._inflight > 0 and time.monotonic() < deadline:
+                    self._cond.wait(deadline - time.monotonic())
+                self._closed = True
+            self.engine.close()
+        finally:
+            self._stopped.set()
 
 
 def start_server(
