@@ -1,0 +1,1 @@
+select symbol, name, lot_size from {{ ref('instruments') }}

@@ -1,0 +1,1 @@
+select * from {{ ref('instrument_table') }} where double_lot < 0
