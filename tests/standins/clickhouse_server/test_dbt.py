@@ -58,7 +58,8 @@ def test_dbt_build_end_to_end(server: ClickHouseHTTPServer, tmp_path: Path) -> N
     assert c.command("SELECT count() FROM dbt_check.instrument_table") == 3
     assert (
         c.command(
-            "SELECT engine FROM system.tables WHERE database = 'dbt_check' AND name = 'stg_instruments'"
+            "SELECT engine FROM system.tables"
+            " WHERE database = 'dbt_check' AND name = 'stg_instruments'"
         )
         == "View"
     )
