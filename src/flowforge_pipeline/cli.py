@@ -7,6 +7,7 @@ import sys
 import click
 
 from flowforge_pipeline.contract.cli import contract, init_command
+from flowforge_pipeline.dbt_runner import dbt_command
 from flowforge_pipeline.generator.cli import generate
 from flowforge_pipeline.settings import SettingsError
 from flowforge_pipeline.stack.cli import down_command, logs_command, status_command, up_command
@@ -21,6 +22,7 @@ def cli() -> None:
 
 for _command in (up_command, down_command, status_command, logs_command, init_command, contract):
     cli.add_command(_command)
+cli.add_command(dbt_command)
 cli.add_command(clickhouse)
 cli.add_command(generate)
 
