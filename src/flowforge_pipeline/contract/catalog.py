@@ -131,12 +131,14 @@ TRADES_TOPIC = Topic(
     writer="generator",
     description=(
         "One JSON object per trade; Kafka record timestamp = event_time. "
-        "Records with type='heartbeat' carry only symbol and event_time and advance "
-        "event time for quiet instruments; consumers that store trades skip them."
+        "Records with type='heartbeat' carry only symbol and event_time (plus type and "
+        "schema_version) and advance event time for quiet instruments; consumers that "
+        "store trades skip them."
     ),
     fields=(
+        _js("schema_version", "integer", "payload version (1)"),
         _js("type", "string", "'trade' or 'heartbeat'"),
-        _js("trade_id", "string", "deterministic id: '<seed>-<sequence>'"),
+        _js("trade_id", "string", "deterministic id: '<seed>-<UTC yyyymmdd>-<sequence>'"),
         _js("symbol", "string", "instrument symbol (dim_instruments.symbol)"),
         _js("price", "number", "trade price, on the instrument's tick grid"),
         _js("quantity", "number", "trade size, a multiple of the lot size, > 0"),
@@ -152,7 +154,8 @@ QUOTES_TOPIC = Topic(
     writer="generator",
     description="Top-of-book quote updates; Kafka record timestamp = event_time.",
     fields=(
-        _js("quote_id", "string", "deterministic id: '<seed>-<sequence>'"),
+        _js("schema_version", "integer", "payload version (1)"),
+        _js("quote_id", "string", "deterministic id: '<seed>-<UTC yyyymmdd>-<sequence>'"),
         _js("symbol", "string", "instrument symbol"),
         _js("bid", "number", "best bid price"),
         _js("ask", "number", "best ask price (> bid unless the book is crossed: bad input)"),
@@ -167,6 +170,7 @@ GROUND_TRUTH_TOPIC = Topic(
     writer="generator",
     description="Labels of injected anomalies; never read by the detector.",
     fields=(
+        _js("schema_version", "integer", "payload version (1)"),
         _js("anomaly_id", "string", "deterministic label id"),
         _js("symbol", "string", "instrument symbol"),
         _js("type", "string", "injected anomaly type"),
