@@ -65,14 +65,10 @@ class JsonLinesSink(Sink):
 class KafkaSink(Sink):
     """Idempotent producer to the contract's topics (created if missing, never deleted)."""
 
-    def __init__(self, settings: Settings, partitions: int | None = None) -> None:
+    def __init__(self, settings: Settings, partitions: int | None = None, **extra: Any) -> None:
         ensure_topics(settings, GENERATOR_TOPICS, partitions)
-        self._producer = Producer(
-            producer_config(
-                settings,
-                **{"enable.idempotence": True, "linger.ms": 20, "batch.num.messages": 10000},
-            )
-        )
+        config = {"enable.idempotence": True, "linger.ms": 20, "batch.num.messages": 10000}
+        self._producer = Producer(producer_config(settings, **{**config, **extra}))
         self._failed = 0
         self._first_error: str | None = None
 
