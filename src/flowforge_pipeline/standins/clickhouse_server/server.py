@@ -546,7 +546,6 @@ class _Request:
         buf, split = self._read_statement()
         conn, session = self._acquire()
         healthy = True
-        previous: dict[str, str | None] = {}
         old_db = conn.database
         try:
             if session is None:
@@ -558,7 +557,8 @@ class _Request:
             else:
                 if self.database:
                     conn.use(self.database)
-                previous = conn.apply_for_request(self.settings)
+                is_set = split is None and _first_word(buf) == "SET"
+                conn.apply_session(self.settings, before_set_statement=is_set)
             if split is not None:
                 self._insert(conn, buf, split)
             else:
@@ -569,7 +569,6 @@ class _Request:
         finally:
             if session is not None:
                 try:
-                    conn.restore(previous)
                     if self.database:
                         conn.use(old_db)
                 finally:
@@ -711,6 +710,10 @@ class _Request:
             f"Syntax error (Multi-statements are not allowed): failed at position {position + 1}"
             f" (end of query): {near}",
         )
+
+
+def _first_word(buf: bytearray) -> str:
+    return analyse(bytes(buf[:4096]).decode("utf-8", errors="replace")).first_word
 
 
 def _has_rows(result: Any) -> bool:

@@ -44,6 +44,7 @@ class EngineConnection:
         self.raw: Any = self.conn._conn
         self.database = "default"
         self.applied: dict[str, str] = {}
+        self.overlay: dict[str, tuple[str, str | None]] = {}
 
     def run(self, sql: str) -> Any:
         """Run a statement whose result the server does not return."""
@@ -80,39 +81,77 @@ class EngineConnection:
             self.run("SET " + ", ".join(changes))
             self.applied = dict(settings)
 
-    def apply_for_request(self, settings: dict[str, str]) -> dict[str, str | None]:
-        """Apply settings to a session's connection and return what undoes them.
+    def apply_session(self, settings: dict[str, str], before_set_statement: bool) -> None:
+        """Give a session's connection this request's URL settings on top of its own.
 
-        The returned mapping holds each setting's previous value, or None when it was at its
-        default, for `restore`.
+        URL settings last for one request, but clients send the same ones with every
+        request, so they stay applied (remembered with the session's own value underneath)
+        until a request without them, or with another value, comes; reverting and
+        re-applying each time would cost three extra engine round trips per request. Before
+        a `SET` statement everything is reverted, so the client's SET lands on the
+        session's own values.
         """
-        if not settings:
-            return {}
-        names = ", ".join(quote_literal(k) for k in settings)
+        if before_set_statement:
+            self.revert_overlay()
+            return
+        changes: list[str] = []
+        for name, (_, previous) in list(self.overlay.items()):
+            if name not in settings:
+                changes.append(_assignment(name, previous))
+                del self.overlay[name]
+        fresh = [k for k in settings if k not in self.overlay]
+        previous_values = self._current_values(fresh) if fresh else {}
+        for name, value in settings.items():
+            if name in self.overlay and self.overlay[name][0] == value:
+                continue
+            changes.append(f"{name} = {quote_literal(value)}")
+        if not changes:
+            return
+        try:
+            self.run("SET " + ", ".join(changes))
+        except ClickHouseError:
+            for name in fresh:
+                previous_values.setdefault(name, None)
+            self.overlay.update({k: ("", previous_values.get(k)) for k in fresh})
+            self.revert_overlay()
+            raise
+        for name, value in settings.items():
+            prior = self.overlay[name][1] if name in self.overlay else previous_values.get(name)
+            self.overlay[name] = (value, prior)
+
+    def _current_values(self, names: list[str]) -> dict[str, str | None]:
+        """Each setting's session value, or None when it is at its default."""
+        quoted = ", ".join(quote_literal(k) for k in names)
         result = self.run(
-            f"SELECT name, value, changed FROM system.settings WHERE name IN ({names})"
+            f"SELECT name, value, changed FROM system.settings WHERE name IN ({quoted})"
         )
-        previous: dict[str, str | None] = {}
+        values: dict[str, str | None] = {}
         for line in bytes(result.bytes()).decode().splitlines():
             name, value, changed = line.split("\t")
-            previous[name] = _unescape_tsv(value) if changed == "1" else None
-        self.run("SET " + ", ".join(f"{k} = {quote_literal(v)}" for k, v in settings.items()))
-        return previous
+            values[name] = _unescape_tsv(value) if changed == "1" else None
+        return values
 
-    def restore(self, previous: dict[str, str | None]) -> None:
-        """Undo `apply_for_request`."""
-        if previous:
-            self.run(
-                "SET "
-                + ", ".join(
-                    f"{k} = DEFAULT" if v is None else f"{k} = {quote_literal(v)}"
-                    for k, v in previous.items()
-                )
-            )
+    def revert_overlay(self) -> None:
+        """Put back the session's own values of every URL setting still applied."""
+        if self.overlay:
+            overlay, self.overlay = self.overlay, {}
+            known = {k: v for k, (_, v) in overlay.items() if _SETTING_NAME.match(k)}
+            try:
+                self.run("SET " + ", ".join(_assignment(k, v) for k, v in known.items()))
+            except ClickHouseError:
+                for name, value in known.items():
+                    try:
+                        self.run("SET " + _assignment(name, value))
+                    except ClickHouseError:
+                        continue
 
     def close(self) -> None:
         """Release the connection."""
         self.conn.close()
+
+
+def _assignment(name: str, value: str | None) -> str:
+    return f"{name} = DEFAULT" if value is None else f"{name} = {quote_literal(value)}"
 
 
 def _unescape_tsv(value: str) -> str:
