@@ -17,21 +17,13 @@
 
 with
 
-positions as (
-    select * from {{ ref('int_trades_accumulated_to_positions') }}
-),
-
 day_close as (
     select
         account,
         symbol,
         trade_date,
-        argMax(
-            tuple(position_after, avg_cost_after, realized_pnl_after),
-            tuple(event_time, trade_id)
-        ) as state
-    from positions
-    group by account, symbol, trade_date
+        (net_quantity, avg_cost, realized_pnl) as state
+    from {{ ref('int_positions_accumulated_to_days') }}
 ),
 
 trading_days as (
