@@ -155,7 +155,7 @@ def check_redis(settings: Settings, report: Report, sample: int = 20) -> None:
                 report.notes.append(f"redis {item.pattern}: no keys yet")
                 continue
             for key in keys:
-                kind = r.type(key)
+                kind = str(r.type(key))
                 if kind != "string":
                     report.differences.append(
                         f"redis {key}: is a {kind}, contract says string (JSON)"
@@ -163,7 +163,7 @@ def check_redis(settings: Settings, report: Report, sample: int = 20) -> None:
                     continue
                 raw = r.get(key)
                 if raw is not None:
-                    report.differences.extend(compare_value(f"redis {key}", item, raw))
+                    report.differences.extend(compare_value(f"redis {key}", item, str(raw)))
     finally:
         r.close()
 

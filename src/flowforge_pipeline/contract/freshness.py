@@ -45,7 +45,7 @@ def _aware(value: Any) -> datetime | None:
         value = value.replace(tzinfo=UTC)
     if value.year < 1971:  # max() of an empty ClickHouse table is the epoch
         return None
-    return value
+    return value if isinstance(value, datetime) else None
 
 
 def clickhouse_freshness(settings: Settings, now: datetime) -> list[dict[str, Any]]:

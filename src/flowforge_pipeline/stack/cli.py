@@ -43,7 +43,7 @@ def up_command(backfill: tuple[str, str] | None, speed: float | None, anomalies:
     except local.AlreadyRunning as exc:
         click.echo(str(exc))
         return
-    except (local.StackError, *UNAVAILABLE) as exc:
+    except (local.StackError, *UNAVAILABLE) as exc:  # type: ignore[misc]
         raise click.ClickException(str(exc)) from None
     click.echo(f"stack is up in {time.monotonic() - started:.1f}s; state in {settings.state_path}")
     click.echo("next: flowforge-pipeline status   |   flowforge-pipeline down")

@@ -74,10 +74,8 @@ def is_alive(rec: ProcessRecord) -> bool:
     """True if the recorded process still runs (same pid *and* same start time)."""
     try:
         proc = psutil.Process(rec.pid)
-        return (
-            abs(proc.create_time() - rec.create_time) < 0.5
-            and proc.status() != psutil.STATUS_ZOMBIE
-        )
+        same = abs(float(proc.create_time()) - rec.create_time) < 0.5
+        return bool(same and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 

@@ -57,7 +57,7 @@ def ensure_database(settings: Settings) -> bool:
             "SELECT count() FROM system.databases WHERE name = {db:String}",
             parameters={"db": settings.clickhouse_database},
         )
-        if int(exists) == 0:
+        if int(str(exists)) == 0:
             c.command(
                 f"CREATE DATABASE IF NOT EXISTS {quote_identifier(settings.clickhouse_database)}"
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from flowforge_pipeline.contract.catalog import TOPICS, Topic
 from flowforge_pipeline.settings import Settings
