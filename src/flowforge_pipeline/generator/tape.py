@@ -32,6 +32,8 @@ HEARTBEAT_CHOICES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)
 Record = tuple[str, str, int, str]
 
 _K_LABEL, _K_QUOTE, _K_TRADE, _K_HEARTBEAT = 0, 1, 2, 3
+_QUOTE_COLS = ("bid", "ask", "bid_lots", "ask_lots")
+_TRADE_COLS = ("t_price", "t_lots", "t_buy", "t_account")
 
 
 def to_us(moment: datetime) -> int:
@@ -88,6 +90,11 @@ class Tape:
         self.anomalies = anomalies
         self._plan: DayPlan | None = None
         self._templates = [self._make_templates(i) for i in instruments]
+        self._quote_tmpl = [q for q, _, _ in self._templates]
+        self._trade_tmpl = [t for _, t, _ in self._templates]
+        self._symbols = [i.symbol for i in instruments]
+        self._tick = np.array([i.tick_size for i in instruments])
+        self._lot = np.array([i.lot_size for i in instruments])
 
     @staticmethod
     def _make_templates(inst: Instrument) -> tuple[str, str, str]:
@@ -238,44 +245,27 @@ class Tape:
             return np.zeros(0, dtype=np.int64), _K_QUOTE, []
         t = np.concatenate([b.q_off for _, b in books]) + m_us
         inst = np.concatenate([np.full(len(b.q_off), i) for i, b in books])
-        order = np.lexsort((inst, t))
-        ordinals = plan.q_base[minute] + np.arange(len(order))
-        emit = np.concatenate([b.q_emit for _, b in books])[order]
-        cols = [
-            np.concatenate([getattr(b, c) for _, b in books])[order]
-            for c in ("bid", "ask", "bid_lots", "ask_lots")
-        ]
-        rows: list[tuple[int, int, int, int, int, int, str]] = [
-            (int(tt), int(ii), int(bb), int(aa), int(bl), int(al), f"{self.seed}-{plan.stamp}-{n}")
-            for tt, ii, bb, aa, bl, al, n, e in zip(
-                t[order].tolist(),
-                inst[order].tolist(),
-                *(c.tolist() for c in cols),
-                ordinals.tolist(),
-                emit.tolist(),
+        cols = [np.concatenate([getattr(b, c) for _, b in books]) for c in _QUOTE_COLS]
+        emit = np.concatenate([b.q_emit for _, b in books])
+        extras = [(m_us + x[0], i, *x[1:]) for i, b in books for x in b.x_quotes]
+        t, inst, cols, ids = self._ordered(
+            plan.q_base[minute], plan.stamp, t, inst, cols, emit, extras
+        )
+        tick, lot = self._tick[inst], self._lot[inst]
+        values = (cols[1] * tick, cols[3] * lot, cols[0] * tick, cols[2] * lot)
+        tmpl, syms, topic = self._quote_tmpl, self._symbols, QUOTES_TOPIC.name
+        out: list[Record] = [
+            (topic, syms[i], tt // 1000, tmpl[i] % (a, asz, b, bsz, ts, qid))
+            for i, tt, a, asz, b, bsz, ts, qid in zip(
+                inst.tolist(),
+                t.tolist(),
+                *(v.tolist() for v in values),
+                iso_times(t),
+                ids,
                 strict=True,
             )
-            if e
         ]
-        for i, b in books:
-            rows.extend((m_us + x[0], i, x[1], x[2], x[3], x[4], x[5]) for x in b.x_quotes)
-        rows.sort(key=lambda r: (r[0], r[1]))
-        times = np.array([r[0] for r in rows], dtype=np.int64)
-        iso = iso_times(times)
-        out: list[Record] = []
-        for r, ts in zip(rows, iso, strict=True):
-            inst_ = self.instruments[r[1]]
-            tick, lot = inst_.tick_size, inst_.lot_size
-            value = self._templates[r[1]][0] % (
-                r[3] * tick,
-                r[5] * lot,
-                r[2] * tick,
-                r[4] * lot,
-                ts,
-                r[6],
-            )
-            out.append((QUOTES_TOPIC.name, inst_.symbol, r[0] // 1000, value))
-        return times, _K_QUOTE, out
+        return t, _K_QUOTE, out
 
     def _trades(
         self, plan: DayPlan, minute: int, m_us: int, books: list[tuple[int, MinuteBook]]
@@ -284,40 +274,71 @@ class Tape:
             return np.zeros(0, dtype=np.int64), _K_TRADE, []
         t = np.concatenate([b.t_off for _, b in books]) + m_us
         inst = np.concatenate([np.full(len(b.t_off), i) for i, b in books])
-        order = np.lexsort((inst, t))
-        ordinals = plan.t_base[minute] + np.arange(len(order))
-        cols = [
-            np.concatenate([getattr(b, c) for _, b in books])[order]
-            for c in ("t_price", "t_lots", "t_buy", "t_account")
-        ]
-        rows: list[tuple[int, int, int, int, bool, int, str]] = [
-            (tt, ii, pp, ll, bb, aa, f"{self.seed}-{plan.stamp}-{n}")
-            for tt, ii, pp, ll, bb, aa, n in zip(
-                t[order].tolist(),
-                inst[order].tolist(),
-                *(c.tolist() for c in cols),
-                ordinals.tolist(),
+        cols = [np.concatenate([getattr(b, c) for _, b in books]) for c in _TRADE_COLS]
+        extras = [(m_us + x[0], i, *x[1:]) for i, b in books for x in b.x_trades]
+        t, inst, cols, ids = self._ordered(
+            plan.t_base[minute], plan.stamp, t, inst, cols, None, extras
+        )
+        price = cols[0] * self._tick[inst]
+        qty = cols[1] * self._lot[inst]
+        tmpl, syms, topic = self._trade_tmpl, self._symbols, TRADES_TOPIC.name
+        out: list[Record] = [
+            (
+                topic,
+                syms[i],
+                tt // 1000,
+                tmpl[i] % (ACCOUNTS[acc], ts, p, q, "buy" if buy else "sell", tid),
+            )
+            for i, tt, p, q, buy, acc, ts, tid in zip(
+                inst.tolist(),
+                t.tolist(),
+                price.tolist(),
+                qty.tolist(),
+                cols[2].tolist(),
+                cols[3].tolist(),
+                iso_times(t),
+                ids,
                 strict=True,
             )
         ]
-        for i, b in books:
-            rows.extend((m_us + x[0], i, x[1], x[2], x[3], x[4], x[5]) for x in b.x_trades)
-        rows.sort(key=lambda r: (r[0], r[1]))
-        times = np.array([r[0] for r in rows], dtype=np.int64)
-        iso = iso_times(times)
-        out: list[Record] = []
-        for r, ts in zip(rows, iso, strict=True):
-            inst_ = self.instruments[r[1]]
-            value = self._templates[r[1]][1] % (
-                ACCOUNTS[r[5]],
-                ts,
-                r[2] * inst_.tick_size,
-                r[3] * inst_.lot_size,
-                "buy" if r[4] else "sell",
-                r[6],
-            )
-            out.append((TRADES_TOPIC.name, inst_.symbol, r[0] // 1000, value))
-        return times, _K_TRADE, out
+        return t, _K_TRADE, out
+
+    def _ordered(
+        self,
+        base: int,
+        stamp: str,
+        t: np.ndarray,
+        inst: np.ndarray,
+        cols: list[np.ndarray],
+        emit: np.ndarray | None,
+        extras: list[tuple[int, ...]],
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[str]]:
+        """Sort a minute's events by (time, instrument), number them, add anomaly prints.
+
+        Sequence numbers count withheld (stale) quotes too, so they never depend on which
+        anomalies are active; anomaly prints carry their label's id instead.
+        """
+        order = np.lexsort((inst, t))
+        prefix = f"{self.seed}-{stamp}-"
+        ids = [prefix + str(n) for n in range(base, base + len(order))]
+        t, inst, cols = t[order], inst[order], [c[order] for c in cols]
+        if emit is not None:
+            keep = emit[order]
+            if not keep.all():
+                t, inst, cols = t[keep], inst[keep], [c[keep] for c in cols]
+                ids = [x for x, k in zip(ids, keep.tolist(), strict=True) if k]
+        if extras:
+            t = np.concatenate((t, [e[0] for e in extras])).astype(np.int64)
+            inst = np.concatenate((inst, [e[1] for e in extras])).astype(np.int64)
+            cols = [
+                np.concatenate((c, [e[2 + k] for e in extras])).astype(c.dtype)
+                for k, c in enumerate(cols)
+            ]
+            ids = ids + [str(e[-1]) for e in extras]
+            order = np.lexsort((inst, t))
+            t, inst, cols = t[order], inst[order], [c[order] for c in cols]
+            ids = [ids[k] for k in order.tolist()]
+        return t, inst, cols, ids
 
     def _heartbeats(
         self, times: np.ndarray, inst: np.ndarray
