@@ -68,12 +68,12 @@ QUOTES_SPEC = TableSpec(
 
 
 def parse_record(
-    item: SourceItem, symbols: frozenset[str]
+    item: SourceItem, symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
 ) -> Trade | Heartbeat | Quote | DeadLetter:
     """Validate a record of either topic, by the topic it came from."""
     topic = origin_of(item).topic
     metrics.EVENTS_IN.labels(FLOW, topic).inc()
-    if topic == QUOTES_TOPIC.name:
+    if topic == quotes_topic:
         return parse_quote(item, flow=FLOW, symbols=symbols)
     return parse_trade(item, flow=FLOW, symbols=symbols)
 
@@ -107,11 +107,14 @@ def build(
     symbols: frozenset[str],
     flush_size: int,
     max_wait: timedelta,
+    quotes_topic: str = QUOTES_TOPIC.name,
 ) -> Dataflow:
     """Wire the raw sink between any source and sinks (tests pass in-memory ones)."""
     flow = Dataflow(FLOW)
     items = op.input("kafka_in", flow, source)
-    parsed: Stream[Any] = op.map("parse", items, lambda item: parse_record(item, symbols))
+    parsed: Stream[Any] = op.map(
+        "parse", items, lambda item: parse_record(item, symbols, quotes_topic)
+    )
     # Trade | Heartbeat | Quote | DeadLetter
     split = op.branch("split_dead_letters", parsed, is_dead_letter)
     op.output("dlq_out", split.trues, dlq_sink)

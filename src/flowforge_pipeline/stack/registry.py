@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import urllib.request
 
+from flowforge_pipeline.flows.components import FLOW_COMPONENTS
 from flowforge_pipeline.settings import LOCALHOST, Settings, mask_url
 from flowforge_pipeline.stack.components import Component, UpOptions
 from flowforge_pipeline.standins import broker, postgres, valkey
@@ -107,6 +108,7 @@ COMPONENTS: tuple[Component, ...] = (
         url=lambda s: mask_url(s.redis),
         start_timeout=30,
     ),
+    *FLOW_COMPONENTS,
 )
 
 
