@@ -18,7 +18,7 @@ def _data(settings: Settings, name: str) -> str:
 def _broker_ready(settings: Settings) -> None:
     from flowforge_pipeline.stores import kafka
 
-    kafka.admin(settings)
+    kafka.admin(settings, timeout=2, quiet=True)
 
 
 def _clickhouse_ready(settings: Settings) -> None:

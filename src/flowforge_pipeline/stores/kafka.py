@@ -31,11 +31,15 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     )
 
 
-def admin(settings: Settings) -> AdminClient:
-    """An admin client; fails with `BrokerUnavailable` if the broker does not answer in 10 s."""
-    client = AdminClient(client_config(settings))
+def admin(settings: Settings, *, timeout: float = 10.0, quiet: bool = False) -> AdminClient:
+    """An admin client; fails with `BrokerUnavailable` if the broker does not answer in time.
+
+    `quiet` silences librdkafka's own connection-refused log lines, for readiness polls
+    that expect a few refusals while the broker starts.
+    """
+    client = AdminClient(client_config(settings, **({"log_level": 0} if quiet else {})))
     try:
-        client.list_topics(timeout=10)
+        client.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise BrokerUnavailable(
             f"kafka broker at {settings.kafka_servers} unreachable: {exc.args[0].str()}"
