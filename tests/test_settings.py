@@ -92,3 +92,11 @@ def test_env_example_documents_every_setting():
     for field in Settings.model_fields.values():
         assert f"\n{field.alias}=" in text, field.alias
         assert field.alias in readme, field.alias
+
+
+def test_as_env_round_trips_every_setting_for_child_processes():
+    s = Settings(_env_file=None, REDIS_URL="redis://:pw@h:1/0", LOCAL_KAFKA_PORT=12345,
+                 SINK_FLUSH_WAIT_SECONDS=0.25)
+    again = Settings(_env_file=None, **s.as_env())
+    assert again == s
+    assert again.redis == "redis://:pw@h:1/0"

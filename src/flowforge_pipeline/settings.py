@@ -178,6 +178,20 @@ class Settings(BaseSettings):
             or f"postgresql://flowforge@{LOCALHOST}:{self.local_postgres_port}/flowforge"
         )
 
+    def as_env(self) -> dict[str, str]:
+        """Every setting as the environment variable it is read from, secrets included.
+
+        For child processes only (never print it): a component started by `up` must see the
+        same configuration as the `up` that started it, including settings made in code.
+        """
+        env: dict[str, str] = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[info.alias or name.upper()] = str(value)
+        return env
+
     def service_urls(self) -> dict[str, str]:
         """Every role's URL with passwords masked: safe to print."""
         user, password = self.clickhouse_credentials

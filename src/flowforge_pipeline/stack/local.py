@@ -137,7 +137,7 @@ def _start(settings: Settings, comp: Component, options: UpOptions) -> Started:
         comp.name,
         comp.argv(settings, options),
         port=port,
-        env=comp.env(settings),
+        env={**settings.as_env(), **comp.env(settings)},
         user=user,
     )
     _wait_ready(settings, comp, rec)
