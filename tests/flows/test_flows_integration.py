@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ import redis as redis_lib
 from bytewax.recovery import init_db_dir
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from fixtures.services import free_port
 from flowforge_pipeline.contract.apply import init_clickhouse
 from flowforge_pipeline.contract.catalog import (
     DLQ_TOPIC,
@@ -58,6 +60,17 @@ class Env:
     symbols: list[str]
     workdir: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+    def metrics(self, flow: str) -> dict[str, float]:
+        url = f"http://127.0.0.1:{self.metrics_ports[flow]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("flowforge_")
+        }
 
     def start(self, flow: str) -> None:
         recovery = self.workdir / "recovery" / flow
@@ -72,6 +85,8 @@ class Env:
             "FF_TEST_QUOTES": self.quotes,
             "FF_TEST_DLQ": self.dlq,
             "FF_TEST_SYMBOLS": ",".join(self.symbols),
+            "BYTEWAX_DATAFLOW_API_ENABLED": "1",
+            "BYTEWAX_DATAFLOW_API_PORT": str(self.metrics_ports.setdefault(flow, free_port())),
         }
         log = (self.workdir / f"{flow}.log").open("ab")
         self.procs[flow] = subprocess.Popen(
@@ -326,4 +341,12 @@ def test_backfilled_hour_with_crashes_and_bad_input(env: Env) -> None:
         assert {(d["partition"], d["offset"]) for d in dlq if d["flow"] == flow} == {
             (d["partition"], d["offset"]) for d in raw_dlq if d["source_topic"] == env.trades
         }
+
+    # metrics endpoint of the restarted raw sink: it read at least the second half
+    m = env.metrics("raw_sink")
+    assert m[f'flowforge_flow_events_in_total{{flow="raw_sink",topic="{env.trades}"}}'] >= len(
+        second
+    )
+    assert m['flowforge_sink_batch_rows_count{flow="raw_sink",table="raw_trades"}'] >= 1
+    assert m['flowforge_sink_broadcasts_total{flow="raw_sink",table="raw_trades"}'] >= 1
     env.assert_running()
