@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     flow_allowed_lateness_seconds: float = Field(
         default=0.5, ge=0, alias="FLOW_ALLOWED_LATENESS_SECONDS"
     )
-    flow_snapshot_seconds: float = Field(default=5.0, gt=0, alias="FLOW_SNAPSHOT_SECONDS")
+    flow_snapshot_seconds: int = Field(default=5, ge=1, alias="FLOW_SNAPSHOT_SECONDS")
     local_flow_metrics_port: int = Field(
         default=19100, ge=1, le=65500, alias="LOCAL_FLOW_METRICS_PORT"
     )

@@ -87,6 +87,10 @@ def _component(flow: str, description: str) -> Component:
             **settings_env(settings),
             "BYTEWAX_DATAFLOW_API_ENABLED": "1",
             "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port(settings, flow)),
+            # Bytewax writes the rendered dataflow here; by default it lands in the cwd.
+            "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(
+                settings.state_path / "recovery" / f"{flow}.dataflow.json"
+            ),
         }
 
     return Component(
