@@ -17,29 +17,68 @@ from flowforge_pipeline.stack.registry import component
 from flowforge_pipeline.stores.errors import UNAVAILABLE
 
 
-@click.command("up", context_settings={"ignore_unknown_options": False})
+@click.command("up")
 @click.option(
     "--backfill",
     nargs=2,
     metavar="START END",
     default=None,
-    help="Start the generator in backfill mode over [START, END) (ISO 8601 UTC).",
+    help="Generator backfills event times [START, END) (ISO 8601 UTC) instead of real time.",
 )
-@click.option("--speed", type=float, default=None, help="Generator real-time acceleration ×N.")
+@click.option("--seed", type=int, default=None, help="Generator seed [GENERATOR_SEED].")
+@click.option(
+    "--trades-per-second",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Generator trade rate [GENERATOR_TRADES_PER_SECOND].",
+)
+@click.option(
+    "--quotes-per-second",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Generator quote rate [GENERATOR_QUOTES_PER_SECOND].",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Generator real-time acceleration ×N.",
+)
 @click.option("--anomalies", is_flag=True, help="Generator injects labeled anomalies.")
-def up_command(backfill: tuple[str, str] | None, speed: float | None, anomalies: bool) -> None:
+@click.option("--no-generator", is_flag=True, help="Start the stack without the generator.")
+def up_command(
+    backfill: tuple[str, str] | None,
+    seed: int | None,
+    trades_per_second: float | None,
+    quotes_per_second: float | None,
+    speed: float | None,
+    anomalies: bool,
+    no_generator: bool,
+) -> None:
     """Start the local stack in the background; returns when every component is healthy."""
+    from flowforge_pipeline.generator.cli import generate_argv, parse_time
+
     settings = get_settings()
-    gen_args: list[str] = []
+    window = None
     if backfill:
-        gen_args += ["--backfill", backfill[0], backfill[1]]
-    if speed is not None:
-        gen_args += ["--speed", str(speed)]
-    if anomalies:
-        gen_args += ["--anomalies"]
+        window = (
+            parse_time(backfill[0], "--backfill START"),
+            parse_time(backfill[1], "--backfill END"),
+        )
+        if window[1] <= window[0]:
+            raise click.BadParameter("END must be after START", param_hint="--backfill")
+    gen_args = generate_argv(
+        seed=seed,
+        trades_per_second=trades_per_second,
+        quotes_per_second=quotes_per_second,
+        backfill=window,
+        speed=speed,
+        anomalies=anomalies,
+    )
+    options = UpOptions(generator_args=tuple(gen_args), generator=not no_generator)
     started = time.monotonic()
     try:
-        local.up(settings, UpOptions(generator_args=tuple(gen_args)), echo=click.echo)
+        local.up(settings, options, echo=click.echo)
     except local.AlreadyRunning as exc:
         click.echo(str(exc))
         return

@@ -18,7 +18,8 @@ from flowforge_pipeline.settings import Settings
 class UpOptions:
     """Options of `up` that components may use (e.g. the generator's backfill range)."""
 
-    generator_args: tuple[str, ...] = ()
+    generator_args: tuple[str, ...] = ()  # `generate ...` arguments; empty: the defaults
+    generator: bool = True  # False: `up --no-generator`
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Component:
     after_ready: Callable[[Settings], None] | None = None
     run_as: Callable[[], tuple[int, int] | None] | None = None
     env: Callable[[Settings], dict[str, str]] = field(default=lambda s: {})
+    wanted: Callable[[UpOptions], bool] = lambda o: True  # e.g. not with `--no-generator`
+    may_finish: bool = False  # exit 0 means "done" (a backfill), not "crashed"
     stop_signal: int = signal.SIGTERM
     start_timeout: float = 60.0
     stop_timeout: float = 20.0

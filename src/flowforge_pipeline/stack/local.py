@@ -94,6 +94,9 @@ def _wait_ready(settings: Settings, comp: Component, rec: process.ProcessRecord)
     last: Exception | None = None
     while time.monotonic() < deadline:
         if not process.is_alive(rec):
+            process.exited_code(rec)  # reap our child so its exit file is written
+            if comp.may_finish and process.finished_code(settings.state_path, comp.name) == 0:
+                return  # a backfill can be done before the first health check
             process.forget(settings.state_path, comp.name)
             log = "\n    ".join(process.tail(Path(rec.log), 8))
             raise StackError(f"{comp.name} exited during start; last log lines:\n    {log}")
@@ -110,6 +113,13 @@ def _wait_ready(settings: Settings, comp: Component, rec: process.ProcessRecord)
     )
 
 
+def _running_or_done(state: Path, comp: Component, rec: process.ProcessRecord) -> bool:
+    """Alive, or a component that may finish and finished well (a completed backfill)."""
+    if process.is_alive(rec):
+        return True
+    return comp.may_finish and process.finished_code(state, comp.name) == 0
+
+
 def _check_port(settings: Settings, comp: Component) -> int | None:
     """The component's port, or StackError naming the port and its setting if it is taken."""
     port = comp.port(settings) if comp.port else None
@@ -124,8 +134,9 @@ def _start(settings: Settings, comp: Component, options: UpOptions) -> Started:
     state = settings.state_path
     rec = process.read_record(state, comp.name)
     url = comp.url(settings) if comp.url else ""
-    if rec and process.is_alive(rec):
+    if rec and _running_or_done(state, comp, rec):
         return Started(comp.name, "running", url)
+    process.skip(state, comp.name, False)
     if rec:
         process.forget(state, comp.name)  # stale pid file from a crash
     port = _check_port(settings, comp)
@@ -138,6 +149,7 @@ def _start(settings: Settings, comp: Component, options: UpOptions) -> Started:
         comp.argv(settings, options),
         port=port,
         env={**settings.as_env(), **comp.env(settings)},
+        may_finish=comp.may_finish,
         user=user,
     )
     _wait_ready(settings, comp, rec)
@@ -160,10 +172,15 @@ def up(
     state = settings.state_path
     with _lock(state):
         local = [c for c in enabled_components(settings) if c.stage in stages]
+        for c in local:
+            if not c.wanted(options):
+                process.skip(state, c.name, True)
+        local = [c for c in local if c.wanted(options)]
         alive = [
             c.name
             for c in local
-            if (r := process.read_record(state, c.name)) is not None and process.is_alive(r)
+            if (r := process.read_record(state, c.name)) is not None
+            and _running_or_done(state, c, r)
         ]
         if local and len(alive) == len(local):
             raise AlreadyRunning(
@@ -218,6 +235,8 @@ def down(settings: Settings, echo: Callable[[str], None] = print) -> list[tuple[
             process.forget(state, rec.name)
             stopped.append((rec.name, how))
             echo(f"{rec.name:<12} {how}")
+        for comp in COMPONENTS:
+            process.skip(state, comp.name, False)
     if not stopped:
         echo("nothing was running")
     return stopped
@@ -260,10 +279,16 @@ def component_status(settings: Settings) -> list[dict[str, Any]]:
             "uptime_seconds": None,
             "error": "",
         }
-        if rec is None:
+        code = process.finished_code(state, comp.name)
+        if rec is None and process.skipped(state, comp.name):
+            entry.update(state="not started", healthy=True, error="left out by an `up` option")
+        elif rec is None:
             entry.update(state="stopped", healthy=False)
+        elif not process.is_alive(rec) and comp.may_finish and code == 0:
+            entry.update(state="finished", healthy=True)
         elif not process.is_alive(rec):
-            entry.update(state="dead", healthy=False, error=f"exited; see {rec.log}")
+            why = f"exit code {code}" if code is not None else "exited"
+            entry.update(state="dead", healthy=False, error=f"{why}; see {rec.log}")
         else:
             entry["uptime_seconds"] = round(now - rec.create_time, 1)
             try:

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -44,6 +45,34 @@ def log_dir(state: Path) -> Path:
 def log_path(state: Path, name: str) -> Path:
     """Log file of one component."""
     return log_dir(state) / f"{name}.log"
+
+
+def exit_path(state: Path, name: str) -> Path:
+    """Where a component that may finish records its exit code."""
+    return run_dir(state) / f"{name}.exit"
+
+
+def finished_code(state: Path, name: str) -> int | None:
+    """Exit code a finished component recorded, or None if it has not finished."""
+    try:
+        return int(exit_path(state, name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def skip(state: Path, name: str, skipped: bool) -> None:
+    """Record (or clear) that `up` left `name` out on purpose, e.g. `--no-generator`."""
+    path = run_dir(state) / f"{name}.skipped"
+    if skipped:
+        run_dir(state).mkdir(parents=True, exist_ok=True)
+        path.touch()
+    else:
+        path.unlink(missing_ok=True)
+
+
+def skipped(state: Path, name: str) -> bool:
+    """True if `up` left `name` out on purpose."""
+    return (run_dir(state) / f"{name}.skipped").exists()
 
 
 def _pid_path(state: Path, name: str) -> Path:
@@ -81,8 +110,9 @@ def is_alive(rec: ProcessRecord) -> bool:
 
 
 def forget(state: Path, name: str) -> None:
-    """Remove the pid file of `name`."""
+    """Remove the pid file (and recorded exit code) of `name`."""
     _pid_path(state, name).unlink(missing_ok=True)
+    exit_path(state, name).unlink(missing_ok=True)
 
 
 def spawn(
@@ -94,9 +124,23 @@ def spawn(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     user: tuple[int, int] | None = None,
+    may_finish: bool = False,
 ) -> ProcessRecord:
-    """Start `argv` in its own session, output appended to its log, and record it."""
+    """Start `argv` in its own session, output appended to its log, and record it.
+
+    With `may_finish`, the command runs under `run_once` so its exit code is kept.
+    """
     run_dir(state).mkdir(parents=True, exist_ok=True)
+    exit_path(state, name).unlink(missing_ok=True)
+    if may_finish:
+        argv = [
+            sys.executable,
+            "-m",
+            "flowforge_pipeline.stack.run_once",
+            str(exit_path(state, name)),
+            "--",
+            *argv,
+        ]
     log_dir(state).mkdir(parents=True, exist_ok=True)
     log = log_path(state, name)
     with log.open("ab") as out:

@@ -6,6 +6,7 @@ import sys
 import urllib.request
 
 from flowforge_pipeline.flows.components import FLOW_COMPONENTS
+from flowforge_pipeline.generator.component import GENERATOR_COMPONENT
 from flowforge_pipeline.settings import LOCALHOST, Settings, mask_url
 from flowforge_pipeline.stack.components import Component, UpOptions
 from flowforge_pipeline.standins import broker, postgres, valkey
@@ -109,6 +110,7 @@ COMPONENTS: tuple[Component, ...] = (
         start_timeout=30,
     ),
     *FLOW_COMPONENTS,
+    GENERATOR_COMPONENT,
 )
 
 
