@@ -49,6 +49,7 @@ def _trade_bytes(**change: object) -> bytes:
          "bad_event_time: event_time has no UTC offset"),
         (_trade_bytes(event_time="yesterday"), "bad_event_time"),
         (_trade_bytes(type="cancel"), "unknown_type: cancel"),
+        (_trade_bytes(schema_version=2), "bad_value: unsupported schema_version 2"),
     ],
 )
 def test_bad_trades_become_dead_letters_with_reason(value: bytes, reason: str) -> None:
@@ -62,7 +63,7 @@ def test_bad_trades_become_dead_letters_with_reason(value: bytes, reason: str) -
 
 
 def test_valid_trade_and_heartbeat() -> None:
-    t = parse_trade(_msg(_trade_bytes()), flow="test", symbols=SYMBOLS)
+    t = parse_trade(_msg(_trade_bytes(schema_version=1)), flow="test", symbols=SYMBOLS)
     assert isinstance(t, Trade)
     assert (t.symbol, t.price, t.quantity, t.event_time) == ("AAA", 100.0, 1.0, T0)
     assert t.event_time.tzinfo is not None

@@ -17,6 +17,9 @@ from bytewax.connectors.kafka import KafkaError
 
 from flowforge_pipeline.flows.common import SourceItem, iso, parse_event_time, utc_now
 
+#: The message payload version the flows understand (contract field `schema_version`).
+SCHEMA_VERSION = 1
+
 #: Reason codes (the part of a reason before ':'); metrics are labelled with them.
 REASONS = (
     "invalid_json",
@@ -141,6 +144,9 @@ def _decode(payload: bytes) -> dict[str, Any]:
         raise Rejected("invalid_json", str(exc).split(":", 1)[0]) from None
     if not isinstance(obj, dict):
         raise Rejected("not_an_object", type(obj).__name__)
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise Rejected("bad_value", f"unsupported schema_version {str(version)[:20]}")
     return obj
 
 
