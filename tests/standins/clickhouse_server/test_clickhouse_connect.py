@@ -140,13 +140,19 @@ def test_session_is_locked_while_in_use(server: ClickHouseHTTPServer) -> None:
 
     def slow() -> None:
         started.set()
-        busy.command("SELECT sleep(2)")
+        while True:  # the other client may hold the session for an instant first
+            try:
+                busy.command("SELECT sleep(2)")
+                return
+            except DatabaseError as exc:
+                if "SESSION_IS_LOCKED" not in str(exc):
+                    raise
 
     th = threading.Thread(target=slow)
     th.start()
     started.wait()
     errors = []
-    for _ in range(40):
+    while th.is_alive():
         try:
             other.command("SELECT 1")
         except DatabaseError as exc:

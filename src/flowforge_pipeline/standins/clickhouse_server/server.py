@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -264,6 +264,18 @@ class _Response:
         self.query_id = query_id
         self.encoding = encoding
         self.headers: list[tuple[str, str]] = []
+        self.on_complete: Callable[[], None] | None = None
+
+    def complete(self) -> None:
+        """Release the request's engine connection just before the last byte goes out.
+
+        A client may send its next request on the same session the moment it has read the
+        response; the session must already be free by then, or it would see
+        SESSION_IS_LOCKED for strictly sequential use.
+        """
+        hook, self.on_complete = self.on_complete, None
+        if hook is not None:
+            hook()
 
     def _head(self, status: int, extra: list[tuple[str, str]]) -> bytes:
         phrase = HTTPStatus(status).phrase
@@ -293,6 +305,7 @@ class _Response:
         extra = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
         head = self._head(status, extra)
         payload = head if self.handler.command == "HEAD" else head + body
+        self.complete()
         self.handler.connection.sendall(payload)
 
     def start_stream(self, content_type: str, first: bytes) -> _Stream:
@@ -306,7 +319,7 @@ class _Response:
         enc = compression.encoder(self.encoding) if self.encoding else None
         if enc is not None:
             self.headers.append(("Content-Encoding", self.encoding or ""))
-        stream = _Stream(self.handler, tag, enc)
+        stream = _Stream(self.handler, tag, enc, self)
         self.handler.connection.sendall(self._head(200, extra) + stream.frame(first))
         return stream
 
@@ -314,7 +327,14 @@ class _Response:
 class _Stream:
     """A chunked response body in progress."""
 
-    def __init__(self, handler: Handler, tag: str, enc: compression.Encoder | None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        tag: str,
+        enc: compression.Encoder | None,
+        response: _Response,
+    ) -> None:
+        self.response = response
         self.handler = handler
         self.tag = tag
         self.enc = enc
@@ -340,6 +360,7 @@ class _Stream:
             flushed = self.enc.flush()
             if flushed:
                 tail = f"{len(flushed):x}\r\n".encode() + flushed + b"\r\n"
+        self.response.complete()
         self.handler.connection.sendall(tail + b"0\r\n\r\n")
 
     def fail(self, err: ClickHouseError) -> None:
@@ -547,6 +568,18 @@ class _Request:
         conn, session = self._acquire()
         healthy = True
         old_db = conn.database
+
+        def release() -> None:
+            if session is not None:
+                try:
+                    if self.database:
+                        conn.use(old_db)
+                finally:
+                    self.app.engine.sessions.release(session)
+            else:
+                self.app.engine.pool.release(conn, healthy)
+
+        self.response.on_complete = release
         try:
             if session is None:
                 try:
@@ -567,14 +600,7 @@ class _Request:
             healthy = False
             raise
         finally:
-            if session is not None:
-                try:
-                    if self.database:
-                        conn.use(old_db)
-                finally:
-                    self.app.engine.sessions.release(session)
-            else:
-                self.app.engine.pool.release(conn, healthy)
+            self.response.complete()
 
     # ------------------------------------------------------------------ INSERT with data
     def _insert(self, conn: EngineConnection, buf: bytearray, split: InsertSplit) -> None:
@@ -840,6 +866,22 @@ class ClickHouseHTTPServer:
             )
         return user, 1 if known.readonly else 0
 
+    def _serve_backlog(self) -> None:
+        """Serve connections the kernel accepted before the listener closes.
+
+        A client may already be streaming an insert into such a connection; closing the
+        listener would reset it and lose work the stop promises to finish.
+        """
+        sock = self.httpd.socket
+        sock.setblocking(False)
+        while True:
+            try:
+                conn, addr = sock.accept()
+            except OSError:
+                return
+            conn.setblocking(True)
+            self.httpd.process_request(conn, addr)
+
     def serve_forever(self) -> None:
         """Serve until `stop` is called."""
         self.httpd.serve_forever(poll_interval=0.2)
@@ -865,6 +907,7 @@ class ClickHouseHTTPServer:
             return
         try:
             self.httpd.shutdown()
+            self._serve_backlog()
             self.httpd.server_close()
             deadline = time.monotonic() + timeout
             with self._cond:
