@@ -9,6 +9,7 @@ import click
 from flowforge_pipeline.contract.cli import contract, init_command
 from flowforge_pipeline.dbt_runner import dbt_command
 from flowforge_pipeline.generator.cli import generate
+from flowforge_pipeline.live_views.cli import materialize
 from flowforge_pipeline.settings import SettingsError
 from flowforge_pipeline.stack.cli import down_command, logs_command, status_command, up_command
 from flowforge_pipeline.standins.clickhouse_server.cli import clickhouse
@@ -25,6 +26,7 @@ for _command in (up_command, down_command, status_command, logs_command, init_co
 cli.add_command(dbt_command)
 cli.add_command(clickhouse)
 cli.add_command(generate)
+cli.add_command(materialize)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Live views: the Materialize SQL of the production path and the command that applies it."""

@@ -1,0 +1,88 @@
+from datetime import timedelta
+
+import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from flowforge_pipeline.contract.catalog import LIVE_PNL, LIVE_POSITIONS, LIVE_QUOTES
+from flowforge_pipeline.flows import live_views
+from flowforge_pipeline.generator.instruments import load_instruments
+from flowforge_pipeline.settings import Settings
+from flowforge_pipeline.sinks.postgres import PostgresUpsertSink
+from flows.helpers import SYMBOLS, messages, quote, trade
+from flows.live_views_support import (
+    assert_same_numbers,
+    create_schema,
+    create_sql_views,
+    generated,
+    read_table,
+    values_only,
+)
+
+
+def _run(settings: Settings, msgs: list, workers: int = 1,
+         symbols: frozenset[str] = SYMBOLS) -> list:
+    dead: list = []
+    flow = live_views.build(
+        TestingSource(msgs, batch_size=2000),
+        PostgresUpsertSink(settings, "live_views"),
+        TestingSink(dead),
+        symbols=symbols,
+    )
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return dead
+
+
+def test_rows_exact(stack_settings: Settings) -> None:
+    _, settings = create_schema(stack_settings)
+    msgs = messages("trades", [
+        trade(1, quantity=10, price=100.0, account="a"),
+        trade(2, quantity=4, price=110.0, side="sell", account="a"),
+        trade(3, quantity=5, price=50.0, side="sell", account="b", at=timedelta(seconds=1)),
+    ]) + messages("quotes", [
+        quote(1, bid=104.0, ask=106.0, at=timedelta(seconds=2)),
+        quote(2, bid=1.0, ask=2.0, at=timedelta(seconds=1)),  # older: not the live quote
+        quote(3, bid=107.0, ask=106.0, at=timedelta(seconds=3)),  # crossed: dead letter
+    ])
+    dead = _run(settings, msgs)
+    assert [d.code for d in dead] == ["crossed_quote"]
+    q = read_table(settings, LIVE_QUOTES)[("AAA",)]
+    assert (q["bid"], q["ask"], q["mid"], q["spread"]) == (104.0, 106.0, 105.0, 2.0)
+    assert q["spread_bps"] == pytest.approx(2.0 / 105.0 * 1e4)
+    pos = read_table(settings, LIVE_POSITIONS)
+    assert pos[("a", "AAA")]["net_quantity"] == 6.0
+    assert pos[("a", "AAA")]["avg_cost"] == 100.0
+    assert pos[("a", "AAA")]["cost_basis"] == 600.0
+    assert pos[("b", "AAA")]["cost_basis"] == -250.0
+    pnl = read_table(settings, LIVE_PNL)
+    a = pnl[("a", "AAA")]
+    assert (a["realized_pnl"], a["unrealized_pnl"], a["total_pnl"]) == (40.0, 30.0, 70.0)
+    b = pnl[("b", "AAA")]
+    assert (b["mark_price"], b["unrealized_pnl"]) == (105.0, -5 * 55.0)
+    assert pnl[("a", "*")]["total_pnl"] == 70.0
+    assert pnl[("b", "*")]["unrealized_pnl"] == -275.0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_flow_equals_materialize_sql_on_generated_tape(
+    stack_settings: Settings, workers: int
+) -> None:
+    tape = generated(seed=11, start="2026-11-25T14:30:00+00:00", minutes=8)
+    msgs = []
+    for topic, recs in tape.items():
+        for partition in range(3):
+            part = [v for k, v in recs if hash(k) % 3 == partition]
+            msgs += [KafkaSourceMessage(key=b"k", value=v, topic=topic, partition=partition,
+                                        offset=i) for i, v in enumerate(part)]
+    _, flow_settings = create_schema(stack_settings)
+    dead = _run(flow_settings, msgs, workers,
+                frozenset(i.symbol for i in load_instruments()))
+    assert dead == []
+    view_settings = create_sql_views(stack_settings, values_only(tape))
+    counts = assert_same_numbers(flow_settings, view_settings)
+    assert counts["live_quotes"] > 20
+    assert counts["live_positions"] > 100
+    assert counts["live_pnl"] > counts["live_positions"] // 2
