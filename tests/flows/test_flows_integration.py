@@ -87,7 +87,7 @@ class Env:
             "FF_TEST_SYMBOLS": ",".join(self.symbols),
             "BYTEWAX_DATAFLOW_API_ENABLED": "1",
             "BYTEWAX_DATAFLOW_API_PORT": str(self.metrics_ports.setdefault(flow, free_port())),
-            "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(self.workdir / f"{flow}.dataflow.json"),
+            "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(self.workdir),
         }
         log = (self.workdir / f"{flow}.log").open("ab")
         self.procs[flow] = subprocess.Popen(

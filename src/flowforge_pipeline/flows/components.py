@@ -44,10 +44,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def api_dir(settings: Settings, flow: str) -> Path:
+    """Where Bytewax's HTTP server keeps the rendered dataflow of a flow."""
+    return settings.state_path / "flows" / flow
+
+
 def prepare_recovery(settings: Settings, flow: str) -> None:
     """Create the flow's recovery database (one partition) on first start."""
     from bytewax.recovery import init_db_dir
 
+    api_dir(settings, flow).mkdir(parents=True, exist_ok=True)
     path = Path(recovery_dir(settings, flow))
     if not any(path.glob("part-*.sqlite3")):
         path.mkdir(parents=True, exist_ok=True)
@@ -87,10 +93,8 @@ def _component(flow: str, description: str) -> Component:
             **settings_env(settings),
             "BYTEWAX_DATAFLOW_API_ENABLED": "1",
             "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port(settings, flow)),
-            # Bytewax writes the rendered dataflow here; by default it lands in the cwd.
-            "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(
-                settings.state_path / "recovery" / f"{flow}.dataflow.json"
-            ),
+            # Bytewax writes dataflow.json into this directory; by default into the cwd.
+            "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(api_dir(settings, flow)),
         }
 
     return Component(
