@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from flowforge_pipeline.anomaly.cli import anomaly_group
 from flowforge_pipeline.contract.cli import contract, init_command
 from flowforge_pipeline.dbt_runner import dbt_command
 from flowforge_pipeline.generator.cli import generate
@@ -27,6 +28,7 @@ cli.add_command(dbt_command)
 cli.add_command(clickhouse)
 cli.add_command(generate)
 cli.add_command(materialize)
+cli.add_command(anomaly_group)
 
 
 def main() -> None:

@@ -81,6 +81,17 @@ class Settings(BaseSettings):
         default=19100, ge=1, le=65500, alias="LOCAL_FLOW_METRICS_PORT"
     )
 
+    # --- anomaly detection (flows.anomaly; tuned on a clean run, see docs/anomaly.md)
+    anomaly_spread_factor: float = Field(default=3.0, gt=1, alias="ANOMALY_SPREAD_FACTOR")
+    anomaly_stale_factor: float = Field(default=20.0, gt=1, alias="ANOMALY_STALE_FACTOR")
+    anomaly_volume_factor: float = Field(default=4.0, gt=1, alias="ANOMALY_VOLUME_FACTOR")
+    anomaly_price_sigmas: float = Field(default=12.0, gt=0, alias="ANOMALY_PRICE_SIGMAS")
+    anomaly_outside_fraction: float = Field(
+        default=0.01, gt=0, alias="ANOMALY_OUTSIDE_FRACTION"
+    )
+    anomaly_warmup_quotes: int = Field(default=50, ge=1, alias="ANOMALY_WARMUP_QUOTES")
+    anomaly_merge_seconds: float = Field(default=60.0, ge=0, alias="ANOMALY_MERGE_SECONDS")
+
     @field_validator("clickhouse_url")
     @classmethod
     def _http_url(cls, value: SecretStr) -> SecretStr:

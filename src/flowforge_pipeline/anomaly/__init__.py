@@ -1,0 +1,1 @@
+"""Measuring the anomaly flow against the generator's labeled injections."""

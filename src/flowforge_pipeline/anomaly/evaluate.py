@@ -1,0 +1,219 @@
+"""Precision, recall and detection delay of the anomaly flow on a labeled backfill.
+
+The generator's tape (the same records `generate --backfill --anomalies` would produce) is
+fed through the real anomaly dataflow in this process; the labels are the tape's
+`ground_truth` records. A label is detected by an alert of the matching type and symbol
+whose event time is in [start, end + 60 s]; delay = that first alert's event time - start.
+An alert matching no label is a false alert. No point adjustment. A second run of the same
+window without injections gives the false-alert rate per instrument and day.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.testing import TestingSink, run_main
+
+from flowforge_pipeline.contract.catalog import GROUND_TRUTH_TOPIC
+from flowforge_pipeline.flows import anomaly
+from flowforge_pipeline.flows.common import SourceItem, parse_event_time
+from flowforge_pipeline.generator.anomalies import KINDS, SEVERITIES, AnomalyOptions
+from flowforge_pipeline.generator.instruments import load_instruments
+from flowforge_pipeline.generator.tape import Tape, to_us
+
+#: Which alert type detects which injected kind (a flash crash starts as a price jump).
+DETECTED_BY: dict[str, str] = {
+    "spread_blowout": "spread_blowout",
+    "volume_burst": "volume_burst",
+    "price_jump": "price_jump",
+    "flash_crash": "price_jump",
+    "fat_finger": "fat_finger",
+    "stale_quote": "stale_quote",
+    "crossed_book": "crossed_book",
+}
+#: How long after a label's end an alert still counts as detecting it.
+GRACE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Label:
+    """One injected anomaly from `ground_truth`."""
+
+    symbol: str
+    kind: str
+    severity: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class SeenAlert:
+    """The part of an `alerts` message scoring needs."""
+
+    symbol: str
+    alert_type: str
+    event_time: datetime
+
+
+class _TapePartition(StatefulSourcePartition[SourceItem, None]):
+    def __init__(self, batches: Iterator[list[SourceItem]]) -> None:
+        self._batches = batches
+
+    def next_batch(self) -> list[SourceItem]:
+        return next(self._batches)  # StopIteration ends the input
+
+    def snapshot(self) -> None:
+        return None
+
+
+@dataclass
+class TapeSource(FixedPartitionedSource[SourceItem, None]):
+    """The generator's tape as Kafka messages, one minute per batch; labels set aside."""
+
+    tape: Tape
+    start: datetime
+    end: datetime
+    labels: list[Label] = field(default_factory=list)
+
+    def list_parts(self) -> list[str]:
+        """One partition: the tape is already in event-time order."""
+        return ["tape"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _TapePartition:
+        """Generate lazily so a whole day never sits in memory."""
+        return _TapePartition(self._batches())
+
+    def _batches(self) -> Iterator[list[SourceItem]]:
+        offset = 0
+        for _, records in self.tape.records(to_us(self.start), to_us(self.end)):
+            batch: list[SourceItem] = []
+            for topic, key, _, value in records:
+                if topic == GROUND_TRUTH_TOPIC.name:
+                    self.labels.append(label(json.loads(value)))
+                    continue
+                batch.append(KafkaSourceMessage(key=key.encode(), value=value.encode(),
+                                                topic=topic, partition=0, offset=offset))
+                offset += 1
+            yield batch
+
+
+def label(obj: dict[str, Any]) -> Label:
+    """A `ground_truth` message as a label."""
+    return Label(obj["symbol"], obj["type"], obj["severity"],
+                 parse_event_time(obj["start_time"]), parse_event_time(obj["end_time"]))
+
+
+def run_flow(
+    seed: int, start: datetime, end: datetime, *, rate_per_hour: float | None,
+    limits: anomaly.Thresholds,
+) -> tuple[list[SeenAlert], list[Label], int]:
+    """Backfill the tape through the anomaly flow; alerts, labels and instrument count."""
+    instruments = load_instruments()
+    options = None if rate_per_hour is None else AnomalyOptions(rate_per_hour=rate_per_hour)
+    tape = Tape(instruments, seed, 10.0, 50.0, anomalies=options)
+    source = TapeSource(tape, start, end)
+    alerts: list[Any] = []
+    rows: list[Any] = []
+    dead: list[Any] = []
+    flow = anomaly.build(
+        source, TestingSink(alerts), TestingSink(rows), TestingSink(dead),
+        symbols=frozenset(i.symbol for i in instruments), limits=limits,
+        flush_size=1000, max_wait=timedelta(seconds=1),
+    )
+    run_main(flow)
+    seen = []
+    for msg in alerts:
+        obj = json.loads(msg.value)
+        seen.append(SeenAlert(obj["symbol"], obj["alert_type"],
+                              parse_event_time(obj["event_time"])))
+    return seen, source.labels, len(instruments)
+
+
+def _matches(alert: SeenAlert, lab: Label) -> bool:
+    return (
+        alert.symbol == lab.symbol
+        and alert.alert_type == DETECTED_BY[lab.kind]
+        and lab.start <= alert.event_time <= lab.end + GRACE
+    )
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def score(alerts: list[SeenAlert], labels: list[Label]) -> dict[str, Any]:
+    """Recall and delays per kind and severity; precision per alert type."""
+    by_symbol: dict[str, list[SeenAlert]] = defaultdict(list)
+    for a in alerts:
+        by_symbol[a.symbol].append(a)
+    recall: dict[str, Any] = {}
+    for kind in KINDS:
+        mine = [lab for lab in labels if lab.kind == kind]
+        delays: list[float] = []
+        per_sev: dict[str, list[int]] = {s: [0, 0] for s in SEVERITIES}
+        for lab in mine:
+            hits = [a.event_time for a in by_symbol[lab.symbol] if _matches(a, lab)]
+            per_sev[lab.severity][1] += 1
+            if hits:
+                per_sev[lab.severity][0] += 1
+                delays.append((min(hits) - lab.start).total_seconds())
+        recall[kind] = {
+            "labels": len(mine),
+            "detected": len(delays),
+            "recall": len(delays) / len(mine) if mine else None,
+            "median_delay_s": statistics.median(delays) if delays else None,
+            "p95_delay_s": _pct(delays, 0.95),
+            "recall_by_severity": {
+                s: (d / n if n else None) for s, (d, n) in per_sev.items()
+            },
+            "labels_by_severity": {s: n for s, (_, n) in per_sev.items()},
+        }
+    precision: dict[str, Any] = {}
+    for kind in anomaly.ALERT_TYPES:
+        mine_a = [a for a in alerts if a.alert_type == kind]
+        good = sum(
+            1 for a in mine_a
+            if any(_matches(a, lab) for lab in labels if lab.symbol == a.symbol)
+        )
+        precision[kind] = {
+            "alerts": len(mine_a),
+            "true": good,
+            "precision": good / len(mine_a) if mine_a else None,
+        }
+    return {"recall": recall, "precision": precision}
+
+
+def evaluate(
+    seed: int, start: datetime, end: datetime, *, rate_per_hour: float = 30.0,
+    clean_seed: int | None = None, limits: anomaly.Thresholds | None = None,
+) -> dict[str, Any]:
+    """Score an injected backfill and measure false alerts on a clean one."""
+    limits = limits or anomaly.Thresholds()
+    alerts, labels, n_inst = run_flow(seed, start, end, rate_per_hour=rate_per_hour,
+                                      limits=limits)
+    result = score(alerts, labels)
+    clean_alerts, _, _ = run_flow(seed if clean_seed is None else clean_seed, start, end,
+                                  rate_per_hour=None, limits=limits)
+    inst_days = n_inst * (end - start).total_seconds() / 86_400
+    result["clean"] = {
+        "seed": seed if clean_seed is None else clean_seed,
+        "instrument_days": inst_days,
+        "false_alerts_per_instrument_day": {
+            kind: sum(1 for a in clean_alerts if a.alert_type == kind) / inst_days
+            for kind in anomaly.ALERT_TYPES
+        },
+    }
+    result["window"] = {"seed": seed, "start": start.isoformat(), "end": end.isoformat(),
+                        "rate_per_hour": rate_per_hour}
+    return result

@@ -1,0 +1,419 @@
+"""anomaly: per-symbol spread, volume and price anomalies → `alerts`, `anomaly_alerts`, broadcast.
+
+Run: `python -m bytewax.run flowforge_pipeline.flows.anomaly:flow`.
+
+Every detector compares an observation with a baseline of the same symbol that it learns
+from the stream itself, and stays silent until that baseline is trustworthy (warm-up). An
+observation that raised an alert never feeds its baseline, so a long episode cannot teach
+the detector that it is normal. Alert types and what they watch:
+
+* `spread_blowout`: quoted spread / slow moving average of spreads >= `spread_factor`.
+* `crossed_book`: a quote with bid >= ask (validation rejects it for every other flow;
+  here it is the signal itself).
+* `stale_quote`: a trade arrives while the newest quote is older than `stale_factor` x the
+  usual gap between quotes (and at least `stale_min_seconds`).
+* `volume_burst`: trades in the last `volume_window_seconds` >= `volume_factor` x the count
+  the per-minute baseline expects (and at least `volume_min_trades`).
+* `price_jump`: one mid-to-mid log return >= `price_sigmas` x the 1-minute volatility
+  (moving average of per-minute realized variance of mid returns).
+* `fat_finger`: a trade printed outside the prevailing quote by >= `outside_fraction` of mid.
+
+Alerts of one symbol and type closer than `merge_seconds` to the previous one belong to the
+same episode and are merged (only the first is emitted). Severity grades the observed value
+against its threshold: < 2x low, < 4x medium, else high. Alert ids are deterministic
+(symbol, type, event time), so a replay writes the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeGuard
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from flowforge_pipeline.contract.catalog import (
+    ALERTS_TOPIC,
+    ANOMALY_ALERTS,
+    QUOTES_TOPIC,
+    TRADES_TOPIC,
+)
+from flowforge_pipeline.flows import metrics
+from flowforge_pipeline.flows.batching import batch_rows
+from flowforge_pipeline.flows.common import (
+    InstrumentsProvider,
+    SourceItem,
+    iso,
+    kafka_source,
+    parse_event_time,
+    reference_instruments,
+    to_json_bytes,
+)
+from flowforge_pipeline.flows.validation import (
+    DeadLetter,
+    Heartbeat,
+    Quote,
+    Trade,
+    is_dead_letter,
+    origin_of,
+    parse_quote,
+    parse_trade,
+)
+from flowforge_pipeline.settings import Settings, get_settings
+from flowforge_pipeline.sinks.clickhouse import ClickHouseSink, Row, RowBatch, TableSpec
+from flowforge_pipeline.sinks.kafka import DeadLetterSink
+
+FLOW = "anomaly"
+ALERT_TYPES: tuple[str, ...] = (
+    "spread_blowout",
+    "crossed_book",
+    "stale_quote",
+    "volume_burst",
+    "price_jump",
+    "fat_finger",
+)
+
+ALERTS_SPEC = TableSpec(
+    table=ANOMALY_ALERTS.name,
+    columns=(
+        "alert_id", "symbol", "alert_type", "severity", "observed", "baseline", "threshold",
+        "event_time",
+    ),
+    resume_key=("symbol",),
+    resume_position="event_time",
+    first_time="event_time",
+    last_time="event_time",
+)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Detector settings (defaults tuned on a clean run; see docs/anomaly.md)."""
+
+    spread_factor: float = 3.0
+    stale_factor: float = 20.0
+    stale_min_seconds: float = 3.0
+    volume_factor: float = 4.0
+    volume_min_trades: int = 8
+    volume_window_seconds: float = 10.0
+    price_sigmas: float = 12.0
+    outside_fraction: float = 0.01
+    warmup_quotes: int = 50
+    warmup_minutes: int = 5
+    merge_seconds: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Thresholds:
+        """The thresholds configured in the environment."""
+        return cls(
+            spread_factor=settings.anomaly_spread_factor,
+            stale_factor=settings.anomaly_stale_factor,
+            volume_factor=settings.anomaly_volume_factor,
+            price_sigmas=settings.anomaly_price_sigmas,
+            outside_fraction=settings.anomaly_outside_fraction,
+            warmup_quotes=settings.anomaly_warmup_quotes,
+            merge_seconds=settings.anomaly_merge_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class CrossedQuote:
+    """A quote with bid >= ask: bad input for the other flows, a signal here."""
+
+    symbol: str
+    bid: float
+    ask: float
+    event_time: datetime
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert episode, as the contract's `alerts` message and `anomaly_alerts` row."""
+
+    symbol: str
+    alert_type: str
+    severity: str
+    observed: float
+    baseline: float
+    threshold: float
+    event_time: datetime
+
+    @property
+    def alert_id(self) -> str:
+        """Deterministic: the same input gives the same id on every replay."""
+        stamp = self.event_time.strftime("%Y%m%dT%H%M%S.%f")
+        return f"{self.symbol}-{self.alert_type}-{stamp}"
+
+    def message(self) -> dict[str, Any]:
+        """The contract's `alerts` JSON object."""
+        return {
+            "alert_id": self.alert_id,
+            "symbol": self.symbol,
+            "alert_type": self.alert_type,
+            "severity": self.severity,
+            "observed": self.observed,
+            "baseline": self.baseline,
+            "threshold": self.threshold,
+            "event_time": iso(self.event_time),
+        }
+
+    def row(self) -> Row:
+        """The `anomaly_alerts` row, in `ALERTS_SPEC` column order."""
+        return (
+            self.alert_id, self.symbol, self.alert_type, self.severity, self.observed,
+            self.baseline, self.threshold, self.event_time,
+        )
+
+
+def severity(observed: float, threshold: float) -> str:
+    """Grade how far past its threshold an observation is."""
+    ratio = abs(observed) / threshold if threshold > 0 else math.inf
+    if ratio < 2.0:
+        return "low"
+    return "medium" if ratio < 4.0 else "high"
+
+
+@dataclass
+class Ewma:
+    """Exponentially weighted mean with a count of observations (for warm-up)."""
+
+    alpha: float
+    mean: float = 0.0
+    n: int = 0
+
+    def add(self, x: float) -> None:
+        """Fold in one observation (the first one sets the mean)."""
+        self.mean = x if self.n == 0 else self.mean + self.alpha * (x - self.mean)
+        self.n += 1
+
+
+@dataclass
+class SymbolDetector:
+    """All baselines and open episodes of one symbol."""
+
+    limits: Thresholds
+    spread: Ewma = field(default_factory=lambda: Ewma(0.01))
+    quote_gap: Ewma = field(default_factory=lambda: Ewma(0.02))
+    minute_trades: Ewma = field(default_factory=lambda: Ewma(0.1))
+    minute_var: Ewma = field(default_factory=lambda: Ewma(0.1))
+    last_quote: Quote | None = None
+    last_mid: float | None = None
+    minute: int | None = None
+    minute_count: int = 0
+    minute_sq: float = 0.0
+    minute_alerted: bool = False
+    recent_trades: deque[datetime] = field(default_factory=deque)
+    last_alert: dict[str, datetime] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- episodes
+    def _emit(
+        self, kind: str, observed: float, baseline: float, threshold: float, at: datetime,
+        symbol: str,
+    ) -> list[Alert]:
+        previous = self.last_alert.get(kind)
+        self.last_alert[kind] = at
+        if previous is not None and at - previous <= timedelta(seconds=self.limits.merge_seconds):
+            return []  # same episode: merged
+        return [Alert(symbol, kind, severity(observed, threshold), observed, baseline,
+                      threshold, at)]
+
+    def _roll_minute(self, at: datetime) -> None:
+        """Close the per-minute accumulators when event time enters a new minute."""
+        minute = int(at.timestamp() // 60)
+        if self.minute is None:
+            self.minute = minute
+            return
+        if minute == self.minute:
+            return
+        if not self.minute_alerted:
+            self.minute_trades.add(float(self.minute_count))
+            if self.minute_sq > 0:
+                self.minute_var.add(self.minute_sq)
+        for _ in range(min(minute - self.minute - 1, 5)):  # quiet minutes count as empty
+            self.minute_trades.add(0.0)
+        self.minute, self.minute_count, self.minute_sq = minute, 0, 0.0
+        self.minute_alerted = False
+
+    # ---------------------------------------------------------------- inputs
+    def on_quote(self, quote: Quote) -> list[Alert]:
+        """Spread and price checks on a valid quote."""
+        self._roll_minute(quote.event_time)
+        out: list[Alert] = []
+        lim = self.limits
+        spread = quote.ask - quote.bid
+        if self.spread.n >= lim.warmup_quotes and self.spread.mean > 0:
+            limit = lim.spread_factor * self.spread.mean
+            if spread >= limit:
+                out += self._emit("spread_blowout", spread, self.spread.mean, limit,
+                                  quote.event_time, quote.symbol)
+            else:
+                self.spread.add(spread)
+        else:
+            self.spread.add(spread)
+        if self.last_quote is not None:
+            gap = (quote.event_time - self.last_quote.event_time).total_seconds()
+            if self.quote_gap.n < lim.warmup_quotes or gap < self._stale_limit():
+                self.quote_gap.add(gap)
+        mid = (quote.bid + quote.ask) / 2.0
+        if self.last_mid is not None:
+            ret = math.log(mid / self.last_mid)
+            sigma = math.sqrt(self.minute_var.mean) if self.minute_var.n else 0.0
+            limit = lim.price_sigmas * sigma
+            if self.minute_var.n >= lim.warmup_minutes and sigma > 0 and abs(ret) >= limit:
+                out += self._emit("price_jump", ret, sigma, limit, quote.event_time,
+                                  quote.symbol)
+                self.minute_alerted = True
+            else:
+                self.minute_sq += ret * ret
+        self.last_quote, self.last_mid = quote, mid
+        return out
+
+    def on_crossed(self, crossed: CrossedQuote) -> list[Alert]:
+        """A crossed or locked book is an alert at once, no baseline needed."""
+        return self._emit("crossed_book", crossed.bid - crossed.ask, 0.0, 0.0,
+                          crossed.event_time, crossed.symbol)
+
+    def _stale_limit(self) -> float:
+        return max(self.limits.stale_min_seconds, self.limits.stale_factor * self.quote_gap.mean)
+
+    def on_trade(self, trade: Trade) -> list[Alert]:
+        """Stale-quote, fat-finger and volume checks on a trade."""
+        self._roll_minute(trade.event_time)
+        out: list[Alert] = []
+        lim = self.limits
+        quote = self.last_quote
+        if quote is not None:
+            age = (trade.event_time - quote.event_time).total_seconds()
+            limit = self._stale_limit()
+            if self.quote_gap.n >= lim.warmup_quotes and age >= limit:
+                out += self._emit("stale_quote", age, self.quote_gap.mean, limit,
+                                  trade.event_time, trade.symbol)
+            mid = (quote.bid + quote.ask) / 2.0
+            outside = max(quote.bid - trade.price, trade.price - quote.ask) / mid
+            if outside >= lim.outside_fraction:
+                out += self._emit("fat_finger", outside, 0.0, lim.outside_fraction,
+                                  trade.event_time, trade.symbol)
+        self.minute_count += 1
+        window = timedelta(seconds=lim.volume_window_seconds)
+        self.recent_trades.append(trade.event_time)
+        while self.recent_trades and self.recent_trades[0] <= trade.event_time - window:
+            self.recent_trades.popleft()
+        if self.minute_trades.n >= lim.warmup_minutes:
+            expected = self.minute_trades.mean * lim.volume_window_seconds / 60.0
+            limit = max(float(lim.volume_min_trades), lim.volume_factor * expected)
+            count = float(len(self.recent_trades))
+            if count >= limit:
+                out += self._emit("volume_burst", count, expected, limit, trade.event_time,
+                                  trade.symbol)
+                self.minute_alerted = True
+        return out
+
+
+Observation = Trade | Quote | CrossedQuote
+
+
+def detect(
+    state: SymbolDetector | None, record: Observation, limits: Thresholds
+) -> tuple[SymbolDetector, list[Alert]]:
+    """Stateful step per symbol: run the detectors the record concerns."""
+    detector = state or SymbolDetector(limits)
+    if isinstance(record, Quote):
+        return detector, detector.on_quote(record)
+    if isinstance(record, CrossedQuote):
+        return detector, detector.on_crossed(record)
+    return detector, detector.on_trade(record)
+
+
+def parse(
+    item: SourceItem, symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
+) -> Trade | Heartbeat | Quote | CrossedQuote | DeadLetter:
+    """Validate a record; a quote rejected only for being crossed becomes a `CrossedQuote`."""
+    topic = origin_of(item).topic
+    metrics.EVENTS_IN.labels(FLOW, topic).inc()
+    if topic != quotes_topic:
+        return parse_trade(item, flow=FLOW, symbols=symbols)
+    parsed = parse_quote(item, flow=FLOW, symbols=symbols)
+    if isinstance(parsed, DeadLetter) and parsed.code == "crossed_quote":
+        obj = json.loads(parsed.origin.payload)
+        return CrossedQuote(obj["symbol"], float(obj["bid"]), float(obj["ask"]),
+                            parse_event_time(obj["event_time"]))
+    return parsed
+
+
+def is_observation(item: object) -> TypeGuard[Observation]:
+    """Filter predicate: heartbeats carry nothing the detectors use."""
+    return isinstance(item, Trade | Quote | CrossedQuote)
+
+
+def to_kafka(alert: Alert) -> KafkaSinkMessage[bytes, bytes]:
+    """The `alerts` topic record, keyed by symbol."""
+    return KafkaSinkMessage(alert.symbol.encode(), to_json_bytes(alert.message()))
+
+
+def to_batch(keyed: tuple[str, list[Row]]) -> RowBatch:
+    """A keyed list of rows as one insert."""
+    return RowBatch(table=ANOMALY_ALERTS.name, rows=keyed[1])
+
+
+def build(
+    source: Source[SourceItem],
+    alerts_sink: Sink[KafkaSinkMessage[bytes, bytes]],
+    rows_sink: Sink[RowBatch],
+    dlq_sink: Sink[DeadLetter],
+    *,
+    symbols: frozenset[str],
+    limits: Thresholds,
+    flush_size: int,
+    max_wait: timedelta,
+    quotes_topic: str = QUOTES_TOPIC.name,
+) -> Dataflow:
+    """Wire the anomaly flow between any source and sinks (evaluation passes in-memory ones)."""
+    flow = Dataflow(FLOW)
+    items = op.input("kafka_in", flow, source)
+    parsed: Stream[Any] = op.map("parse", items, lambda item: parse(item, symbols, quotes_topic))
+    # Trade | Heartbeat | Quote | CrossedQuote | DeadLetter
+    split = op.branch("split_dead_letters", parsed, is_dead_letter)
+    op.output("dlq_out", split.trues, dlq_sink)
+    observations = op.filter("observations", split.falses, is_observation)
+    keyed = op.key_on("key_symbol", observations, lambda r: r.symbol)
+    # (symbol, Trade | Quote | CrossedQuote)
+    found = op.stateful_map("detect", keyed, lambda s, r: detect(s, r, limits))
+    # (symbol, [Alert, ...])
+    alerts = op.flat_map("alerts", found, lambda kv: kv[1])
+    # Alert
+    op.output("kafka_out", op.map("to_kafka", alerts, to_kafka), alerts_sink)
+    rows = op.map("to_row", alerts, lambda a: (ANOMALY_ALERTS.name, a.row()))
+    batches = batch_rows("batch", rows, flush_size=flush_size, max_wait=max_wait)
+    # (table, [row, ...])
+    op.output("clickhouse_out", op.map("to_batch", batches, to_batch), rows_sink)
+    return flow
+
+
+def from_settings(
+    settings: Settings, instruments: InstrumentsProvider = reference_instruments
+) -> Dataflow:
+    """The anomaly flow on the configured broker and stores."""
+    return build(
+        kafka_source(settings, [TRADES_TOPIC.name, QUOTES_TOPIC.name]),
+        KafkaSink(settings.kafka_servers.split(","), ALERTS_TOPIC.name),
+        ClickHouseSink(settings, FLOW, (ALERTS_SPEC,)),
+        DeadLetterSink(settings),
+        symbols=instruments().symbols,
+        limits=Thresholds.from_settings(settings),
+        flush_size=settings.sink_flush_size,
+        max_wait=timedelta(seconds=settings.sink_flush_wait_seconds),
+    )
+
+
+def __getattr__(name: str) -> Dataflow:
+    # `flow` is built on first access so importing the module needs no settings or files.
+    if name == "flow":
+        return from_settings(get_settings())
+    raise AttributeError(name)
