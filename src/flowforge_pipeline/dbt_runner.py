@@ -24,6 +24,7 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt"
 
 #: The profile and target names `dbt/profiles.yml` defines.
 PROFILE = "flowforge"
+TARGET = "default"
 
 
 def project_dir() -> Path:

@@ -7,6 +7,7 @@ import urllib.request
 
 from flowforge_pipeline.flows.components import FLOW_COMPONENTS
 from flowforge_pipeline.generator.component import GENERATOR_COMPONENT
+from flowforge_pipeline.orchestration import AIRFLOW
 from flowforge_pipeline.settings import LOCALHOST, Settings, mask_url
 from flowforge_pipeline.stack.components import Component, UpOptions
 from flowforge_pipeline.standins import broker, postgres, valkey
@@ -111,6 +112,7 @@ COMPONENTS: tuple[Component, ...] = (
     ),
     *FLOW_COMPONENTS,
     GENERATOR_COMPONENT,
+    AIRFLOW,
 )
 
 
