@@ -100,8 +100,8 @@ class Thresholds:
     spread_factor: float = 3.0
     stale_factor: float = 20.0
     stale_min_seconds: float = 3.0
-    volume_factor: float = 4.0
-    volume_min_trades: int = 8
+    volume_factor: float = 6.0
+    volume_min_trades: int = 10
     volume_window_seconds: float = 10.0
     price_sigmas: float = 12.0
     outside_fraction: float = 0.01
@@ -189,9 +189,12 @@ class Ewma:
     n: int = 0
 
     def add(self, x: float) -> None:
-        """Fold in one observation (the first one sets the mean)."""
-        self.mean = x if self.n == 0 else self.mean + self.alpha * (x - self.mean)
+        """Fold in one observation.
+
+        A plain mean until 1/n < alpha, so one odd first value cannot dominate for long.
+        """
         self.n += 1
+        self.mean += max(self.alpha, 1.0 / self.n) * (x - self.mean)
 
 
 @dataclass

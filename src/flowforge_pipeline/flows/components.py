@@ -19,7 +19,9 @@ from flowforge_pipeline.settings import LOCALHOST, Settings
 from flowforge_pipeline.stack.components import Component, UpOptions
 
 #: Flow modules in start order; the index fixes each flow's metrics port.
-FLOW_NAMES: tuple[str, ...] = ("raw_sink", "vwap", "volatility", "positions")
+FLOW_NAMES: tuple[str, ...] = (
+    "raw_sink", "vwap", "volatility", "positions", "live_views", "anomaly",
+)
 #: How long Bytewax keeps superseded snapshots; 0: only the latest consistent one matters.
 BACKUP_SECONDS = 0
 
@@ -121,4 +123,6 @@ FLOW_COMPONENTS: tuple[Component, ...] = (
         "volatility", "rolling 1h/24h volatility → rolling_volatility + latest:volatility:*"
     ),
     _component("positions", "net positions → latest:position:*"),
+    _component("live_views", "live_quotes, live_positions, live_pnl upserts (Postgres)"),
+    _component("anomaly", "anomaly alerts → alerts topic + anomaly_alerts (+ broadcast)"),
 )

@@ -1,0 +1,60 @@
+import json
+from datetime import timedelta
+
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from flowforge_pipeline.flows import anomaly
+from flows.helpers import SYMBOLS, messages, quote, trade
+
+LIMITS = anomaly.Thresholds(warmup_quotes=20, warmup_minutes=2, merge_seconds=30)
+
+
+def _run(msgs: list) -> tuple[list, list, list]:
+    alerts: list = []
+    rows: list = []
+    dead: list = []
+    flow = anomaly.build(TestingSource(msgs), TestingSink(alerts), TestingSink(rows),
+                         TestingSink(dead), symbols=SYMBOLS, limits=LIMITS, flush_size=10,
+                         max_wait=timedelta(seconds=1))
+    run_main(flow)
+    return [json.loads(m.value) for m in alerts], rows, dead
+
+
+def _calm(n: int) -> list:
+    return [quote(i, bid=99.0 + 0.001 * (i % 3), ask=101.0 + 0.001 * (i % 3),
+                  at=timedelta(seconds=i)) for i in range(n)]
+
+
+def test_no_alert_during_warmup_then_spread_and_crossed() -> None:
+    qs = [quote(0, bid=90.0, ask=110.0)]  # 10x spread before the baseline exists: silent
+    qs += _calm(200)[1:]
+    qs += [quote(500, bid=94.0, ask=106.0, at=timedelta(seconds=200)),  # 6x spread
+           quote(501, bid=94.0, ask=106.0, at=timedelta(seconds=201)),  # same episode
+           quote(502, bid=101.0, ask=100.0, at=timedelta(seconds=202))]  # crossed
+    alerts, rows, dead = _run(messages("quotes", qs))
+    kinds = [a["alert_type"] for a in alerts]
+    assert kinds == ["spread_blowout", "crossed_book"]
+    spread = alerts[0]
+    assert spread["observed"] == 12.0
+    assert abs(spread["baseline"] - 2.0) < 0.1  # the wild first quote is diluted
+    assert spread["severity"] == "low"
+    assert spread["event_time"].startswith("2024-03-04T10:03:20")
+    assert sum(len(b.rows) for b in rows) == 2
+    assert dead == []
+
+
+def test_fat_finger_and_bad_input_goes_to_dead_letters() -> None:
+    msgs = messages("quotes", _calm(30)) + messages("trades", [
+        trade(1, price=101.0, at=timedelta(seconds=30)),
+        trade(2, price=110.0, at=timedelta(seconds=31)),  # 9.9% outside the quote
+    ]) + messages("trades", [b"{not json"], first_offset=9)
+    alerts, _, dead = _run(msgs)
+    assert [a["alert_type"] for a in alerts] == ["fat_finger"]
+    assert alerts[0]["alert_id"] == "AAA-fat_finger-20240304T100031.000000"
+    assert [d.code for d in dead] == ["invalid_json"]
+
+
+def test_severity_grades() -> None:
+    assert anomaly.severity(3.5, 3.0) == "low"
+    assert anomaly.severity(7.0, 3.0) == "medium"
+    assert anomaly.severity(13.0, 3.0) == "high"
