@@ -1,4 +1,4 @@
-{{ config(tags=['daily']) }}
+{{ config(materialized='table', engine='MergeTree()', order_by=['account', 'symbol', 'trade_date'], tags=['daily']) }}
 
 -- Position, average cost and cumulative realized PnL of each (account, symbol) at the close of
 -- every UTC day it traded, by the average-cost method the live positions use:
