@@ -100,6 +100,7 @@ def down_command() -> None:
 def _fmt_age(age: float | None) -> str:
     if age is None:
         return "-"
+    age = max(age, 0.0)  # a write stamped by another clock may look a hair in the future
     if age < 120:
         return f"{age:.0f}s"
     if age < 7200:
@@ -132,10 +133,10 @@ def status_command(as_json: bool) -> None:
             )
         )
     else:
-        click.echo(f"{'COMPONENT':<12} {'STATE':<12} {'PID':>7} {'PORT':>6} {'UPTIME':>8}  URL")
+        click.echo(f"{'COMPONENT':<16} {'STATE':<12} {'PID':>7} {'PORT':>6} {'UPTIME':>8}  URL")
         for c in comps:
             click.echo(
-                f"{c['name']:<12} {c['state']:<12} {c['pid'] or '-':>7} {c['port'] or '-':>6} "
+                f"{c['name']:<16} {c['state']:<12} {c['pid'] or '-':>7} {c['port'] or '-':>6} "
                 f"{_fmt_age(c['uptime_seconds']):>8}  {c['url']}"
                 + (f"  ({c['error']})" if c["error"] else "")
             )

@@ -130,12 +130,14 @@ def _check_port(settings: Settings, comp: Component) -> int | None:
     return port
 
 
-def _start(settings: Settings, comp: Component, options: UpOptions) -> Started:
+def _launch(
+    settings: Settings, comp: Component, options: UpOptions
+) -> process.ProcessRecord | None:
+    """Spawn `comp` unless it runs already; None when it does."""
     state = settings.state_path
     rec = process.read_record(state, comp.name)
-    url = comp.url(settings) if comp.url else ""
     if rec and _running_or_done(state, comp, rec):
-        return Started(comp.name, "running", url)
+        return None
     process.skip(state, comp.name, False)
     if rec:
         process.forget(state, comp.name)  # stale pid file from a crash
@@ -152,10 +154,34 @@ def _start(settings: Settings, comp: Component, options: UpOptions) -> Started:
         may_finish=comp.may_finish,
         user=user,
     )
-    _wait_ready(settings, comp, rec)
-    if comp.after_ready:
-        comp.after_ready(settings)
-    return Started(comp.name, "started", url)
+    return rec
+
+
+def _start_stage(
+    settings: Settings,
+    comps: list[Component],
+    options: UpOptions,
+    echo: Callable[[str], None],
+) -> list[Started]:
+    """Launch every component of a stage at once, then wait for each to be healthy.
+
+    Components of one stage do not depend on each other, so their start-up times overlap
+    instead of adding up (Airflow alone takes tens of seconds).
+    """
+    launched = [(comp, _launch(settings, comp, options), time.monotonic()) for comp in comps]
+    results = []
+    for comp, rec, t0 in launched:
+        url = comp.url(settings) if comp.url else ""
+        if rec is None:
+            results.append(Started(comp.name, "running", url))
+        else:
+            _wait_ready(settings, comp, rec)
+            if comp.after_ready:
+                comp.after_ready(settings)
+            results.append(Started(comp.name, "started", url))
+        took = f"{time.monotonic() - t0:4.1f}s" if rec else "     "
+        echo(f"{comp.name:<16} {results[-1].state:<8} {took}  {url}")
+    return results
 
 
 def up(
@@ -193,18 +219,17 @@ def up(
             if role not in local_names:
                 check(settings)
                 results.append(Started(role, "external", settings.service_urls()[_ROLE_URL[role]]))
+                echo(f"{role:<16} external       {results[-1].url}")
         for comp in local:  # every port first, so a clash starts nothing
             rec = process.read_record(state, comp.name)
             if not (rec and process.is_alive(rec)):
                 _check_port(settings, comp)
-        for comp in (c for c in local if c.stage == "service"):
-            results.append(_start(settings, comp, options))
-            echo(f"{comp.name:<12} {results[-1].state:<8} {results[-1].url}")
+        services = [c for c in local if c.stage == "service"]
+        results += _start_stage(settings, services, options, echo)
         created = init_all(settings)
         echo("init: " + (", ".join(created) if created else "nothing to create"))
-        for comp in (c for c in local if c.stage == "app"):
-            results.append(_start(settings, comp, options))
-            echo(f"{comp.name:<12} {results[-1].state:<8} {results[-1].url}")
+        apps = [c for c in local if c.stage == "app"]
+        results += _start_stage(settings, apps, options, echo)
         return results
 
 
@@ -234,7 +259,7 @@ def down(settings: Settings, echo: Callable[[str], None] = print) -> list[tuple[
             how = process.stop(rec, sig, timeout)
             process.forget(state, rec.name)
             stopped.append((rec.name, how))
-            echo(f"{rec.name:<12} {how}")
+            echo(f"{rec.name:<16} {how}")
         for comp in COMPONENTS:
             process.skip(state, comp.name, False)
     if not stopped:
