@@ -213,6 +213,7 @@ def _resolve(opts: dict[str, Any], seed: int, tps: float, qps: float) -> dict[st
             raise click.ClickException("invalid --anomaly-rate: must be > 0")
         anomalies = AnomalyOptions(opts["anomaly_rate"], opts["anomaly_severity"], kinds)
     speed: float | None = opts["speed"]
+    end_us: int | None
     if opts["backfill"]:
         if opts["start_text"] or opts["duration"]:
             raise click.ClickException(

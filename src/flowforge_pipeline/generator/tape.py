@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,13 @@ Record = tuple[str, str, int, str]
 _K_LABEL, _K_QUOTE, _K_TRADE, _K_HEARTBEAT = 0, 1, 2, 3
 _QUOTE_COLS = ("bid", "ask", "bid_lots", "ask_lots")
 _TRADE_COLS = ("t_price", "t_lots", "t_buy", "t_account")
+_TOPICS = np.array([GROUND_TRUTH_TOPIC.name, QUOTES_TOPIC.name, TRADES_TOPIC.name], dtype=object)
+_TOPIC_OF_KIND = np.array([0, 1, 2, 2])  # label, quote, trade, heartbeat -> index into _TOPICS
+_UNITS_BITS = 40
+_DIGITS3 = np.array([f"{k:03d}" for k in range(1000)], dtype=object)
+
+#: One kind's part of a minute: times, kind, instrument indices, JSON values (object array).
+Part = tuple[np.ndarray, int, np.ndarray, np.ndarray]
 
 
 def to_us(moment: datetime) -> int:
@@ -48,6 +56,59 @@ def iso_times(times_us: np.ndarray) -> list[str]:
     """The documented event_time format: `YYYY-MM-DDTHH:MM:SS.ffffffZ`, always 6 digits."""
     text = np.datetime_as_string(times_us.astype("datetime64[us]"), unit="us")
     return [t + "Z" for t in text.tolist()]
+
+
+def _minute_times(m_us: int, times_us: np.ndarray) -> list[np.ndarray]:
+    """`iso_times` for times inside the minute starting at `m_us`, without the final `Z`.
+
+    Only the seconds and microseconds vary inside a minute, so the text is picked from
+    tables (60 seconds of this minute, 1000 milliseconds, 1000 microseconds) instead of
+    formatting every timestamp as a date: same text, a fraction of the cost.
+    """
+    seconds = m_us + np.arange(60, dtype=np.int64) * 1_000_000
+    table = np.array([t[:-7] for t in iso_times(seconds)], dtype=object)  # "...HH:MM:SS."
+    offset = times_us - m_us
+    micros = offset % 1_000_000
+    return [table[offset // 1_000_000], _DIGITS3[micros // 1000], _DIGITS3[micros % 1000]]
+
+
+def _by_value(
+    inst: np.ndarray, units: np.ndarray, scale: np.ndarray, formats: list[str]
+) -> np.ndarray:
+    """`formats[i] % (units * scale[i])` of every row, as an object array of str.
+
+    A minute repeats few (instrument, price) and (instrument, size) pairs, so each distinct
+    pair is formatted once, by exactly the float arithmetic and `%` format of a per-record
+    loop, and the rows share that text: same bytes, far fewer float formats.
+    """
+    if len(units) == 0:
+        return np.zeros(0, dtype=object)
+    if units.min() < 0 or units.max() >= 1 << _UNITS_BITS:
+        keys_inst, keys_units, inverse = inst, units, np.arange(len(units))
+    else:
+        keys, inverse = np.unique((inst << _UNITS_BITS) | units, return_inverse=True)
+        keys_inst, keys_units = keys >> _UNITS_BITS, keys & ((1 << _UNITS_BITS) - 1)
+    values = keys_units * scale[keys_inst]
+    table = np.array(
+        [formats[i] % v for i, v in zip(keys_inst.tolist(), values.tolist(), strict=True)],
+        dtype=object,
+    )
+    return np.asarray(table[inverse])
+
+
+def _join(columns: list[np.ndarray]) -> np.ndarray:
+    """Row-wise concatenation of object columns of str (the loop runs in C: map + join)."""
+    return _objects(list(map("".join, zip(*(c.tolist() for c in columns), strict=True))))
+
+
+def _objects(items: list[str]) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def _empty_part(kind: int) -> Part:
+    return np.zeros(0, dtype=np.int64), kind, np.zeros(0, dtype=np.int64), np.zeros(0, object)
 
 
 @dataclass
@@ -90,11 +151,41 @@ class Tape:
         self.anomalies = anomalies
         self._plan: DayPlan | None = None
         self._templates = [self._make_templates(i) for i in instruments]
-        self._quote_tmpl = [q for q, _, _ in self._templates]
-        self._trade_tmpl = [t for _, t, _ in self._templates]
-        self._symbols = [i.symbol for i in instruments]
+        self._symbols = np.array([i.symbol for i in instruments], dtype=object)
         self._tick = np.array([i.tick_size for i in instruments])
         self._lot = np.array([i.lot_size for i in instruments])
+        # The templates above cut at their fields, each cut keeping the text that follows
+        # the field, so a record is the row-wise concatenation of a few string columns.
+        price = [f"%.{i.price_decimals}f" for i in instruments]
+        size = [f"%.{i.size_decimals}f" for i in instruments]
+        self._q_ask = ['{"ask":' + f + ',"ask_size":' for f in price]
+        self._q_ask_size = [f + ',"bid":' for f in size]
+        self._q_bid = [f + ',"bid_size":' for f in price]
+        self._q_bid_size = [f + ',"event_time":"' for f in size]
+        self._q_tail = np.array(
+            [
+                f'","schema_version":{SCHEMA_VERSION},"symbol":{json.dumps(i.symbol)}}}'
+                for i in instruments
+            ],
+            dtype=object,
+        )
+        self._t_account = np.array(
+            ['{"account":"' + a + '","event_time":"' for a in ACCOUNTS], dtype=object
+        )
+        self._t_price = ['Z","price":' + f + ',"quantity":' for f in price]
+        self._t_quantity = [f + f',"schema_version":{SCHEMA_VERSION},"side":"' for f in size]
+        # row 0: sell, row 1: buy
+        self._t_side = np.array(
+            [
+                [f'{side}","symbol":{json.dumps(i.symbol)},"trade_id":"' for i in instruments]
+                for side in ("sell", "buy")
+            ],
+            dtype=object,
+        )
+        self._t_tail = np.array(
+            [f'","type":"trade","venue":{json.dumps(i.venue)}}}' for i in instruments],
+            dtype=object,
+        )
 
     @staticmethod
     def _make_templates(inst: Instrument) -> tuple[str, str, str]:
@@ -224,9 +315,10 @@ class Tape:
             if len(quiet):
                 hb_t.append(m_us + (quiet + 1) * hb_us)
                 hb_i.append(np.full(len(quiet), i))
-        parts: list[tuple[np.ndarray, int, list[Record]]] = []
-        parts.append(self._quotes(plan, minute, m_us, books))
-        parts.append(self._trades(plan, minute, m_us, books))
+        parts: list[Part] = [
+            self._quotes(plan, minute, m_us, books),
+            self._trades(plan, minute, m_us, books),
+        ]
         if hb_t:
             parts.append(self._heartbeats(np.concatenate(hb_t), np.concatenate(hb_i)))
         labels = [a for a in plan.labels if m_us <= a.start_us < m_end]
@@ -234,99 +326,97 @@ class Tape:
             parts.append(self._labels(labels))
         times = np.concatenate([p[0] for p in parts])
         kinds = np.concatenate([np.full(len(p[0]), p[1]) for p in parts])
-        records = [r for p in parts for r in p[2]]
         order = np.lexsort((kinds, times))
-        return times[order], [records[k] for k in order.tolist()]
+        times = times[order]
+        who = np.concatenate([p[2] for p in parts])[order]
+        values = np.concatenate([p[3] for p in parts])[order]
+        records: list[Record] = list(
+            zip(
+                _TOPICS[_TOPIC_OF_KIND[kinds[order]]].tolist(),
+                self._symbols[who].tolist(),
+                (times // 1000).tolist(),
+                values.tolist(),
+                strict=True,
+            )
+        )
+        return times, records
 
     def _quotes(
         self, plan: DayPlan, minute: int, m_us: int, books: list[tuple[int, MinuteBook]]
-    ) -> tuple[np.ndarray, int, list[Record]]:
+    ) -> Part:
         if not books:
-            return np.zeros(0, dtype=np.int64), _K_QUOTE, []
+            return _empty_part(_K_QUOTE)
         t = np.concatenate([b.q_off for _, b in books]) + m_us
         inst = np.concatenate([np.full(len(b.q_off), i) for i, b in books])
         cols = [np.concatenate([getattr(b, c) for _, b in books]) for c in _QUOTE_COLS]
         emit = np.concatenate([b.q_emit for _, b in books])
         extras = [(m_us + x[0], i, *x[1:]) for i, b in books for x in b.x_quotes]
         t, inst, cols, ids = self._ordered(
-            plan.q_base[minute], plan.stamp, t, inst, cols, emit, extras
+            plan.q_base[minute], plan.stamp, 'Z","quote_id":"', t, inst, cols, emit, extras
         )
-        tick, lot = self._tick[inst], self._lot[inst]
-        values = (cols[1] * tick, cols[3] * lot, cols[0] * tick, cols[2] * lot)
-        tmpl, syms, topic = self._quote_tmpl, self._symbols, QUOTES_TOPIC.name
-        out: list[Record] = [
-            (topic, syms[i], tt // 1000, tmpl[i] % (a, asz, b, bsz, ts, qid))
-            for i, tt, a, asz, b, bsz, ts, qid in zip(
-                inst.tolist(),
-                t.tolist(),
-                *(v.tolist() for v in values),
-                iso_times(t),
+        values = _join(
+            [
+                _by_value(inst, cols[1], self._tick, self._q_ask),
+                _by_value(inst, cols[3], self._lot, self._q_ask_size),
+                _by_value(inst, cols[0], self._tick, self._q_bid),
+                _by_value(inst, cols[2], self._lot, self._q_bid_size),
+                *_minute_times(m_us, t),
                 ids,
-                strict=True,
-            )
-        ]
-        return t, _K_QUOTE, out
+                self._q_tail[inst],
+            ]
+        )
+        return t, _K_QUOTE, inst, values
 
     def _trades(
         self, plan: DayPlan, minute: int, m_us: int, books: list[tuple[int, MinuteBook]]
-    ) -> tuple[np.ndarray, int, list[Record]]:
+    ) -> Part:
         if not books:
-            return np.zeros(0, dtype=np.int64), _K_TRADE, []
+            return _empty_part(_K_TRADE)
         t = np.concatenate([b.t_off for _, b in books]) + m_us
         inst = np.concatenate([np.full(len(b.t_off), i) for i, b in books])
         cols = [np.concatenate([getattr(b, c) for _, b in books]) for c in _TRADE_COLS]
         extras = [(m_us + x[0], i, *x[1:]) for i, b in books for x in b.x_trades]
         t, inst, cols, ids = self._ordered(
-            plan.t_base[minute], plan.stamp, t, inst, cols, None, extras
+            plan.t_base[minute], plan.stamp, "", t, inst, cols, None, extras
         )
-        price = cols[0] * self._tick[inst]
-        qty = cols[1] * self._lot[inst]
-        tmpl, syms, topic = self._trade_tmpl, self._symbols, TRADES_TOPIC.name
-        out: list[Record] = [
-            (
-                topic,
-                syms[i],
-                tt // 1000,
-                tmpl[i] % (ACCOUNTS[acc], ts, p, q, "buy" if buy else "sell", tid),
-            )
-            for i, tt, p, q, buy, acc, ts, tid in zip(
-                inst.tolist(),
-                t.tolist(),
-                price.tolist(),
-                qty.tolist(),
-                cols[2].tolist(),
-                cols[3].tolist(),
-                iso_times(t),
+        values = _join(
+            [
+                self._t_account[cols[3]],
+                *_minute_times(m_us, t),
+                _by_value(inst, cols[0], self._tick, self._t_price),
+                _by_value(inst, cols[1], self._lot, self._t_quantity),
+                self._t_side[cols[2].astype(np.int64), inst],
                 ids,
-                strict=True,
-            )
-        ]
-        return t, _K_TRADE, out
+                self._t_tail[inst],
+            ]
+        )
+        return t, _K_TRADE, inst, values
 
     def _ordered(
         self,
         base: int,
         stamp: str,
+        lead: str,
         t: np.ndarray,
         inst: np.ndarray,
         cols: list[np.ndarray],
         emit: np.ndarray | None,
-        extras: list[tuple[int, ...]],
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[str]]:
+        extras: list[tuple[Any, ...]],
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
         """Sort a minute's events by (time, instrument), number them, add anomaly prints.
 
         Sequence numbers count withheld (stale) quotes too, so they never depend on which
-        anomalies are active; anomaly prints carry their label's id instead.
+        anomalies are active; anomaly prints carry their label's id instead. Ids come back
+        as a string column, each preceded by `lead`.
         """
         order = np.lexsort((inst, t))
-        prefix = f"{self.seed}-{stamp}-"
-        ids = [prefix + str(n) for n in range(base, base + len(order))]
+        prefix = f"{lead}{self.seed}-{stamp}-"
+        ids = _objects(list(map(prefix.__add__, map(str, range(base, base + len(order))))))
         t, inst, cols = t[order], inst[order], [c[order] for c in cols]
         if emit is not None:
             keep = emit[order]
             if not keep.all():
-                t, inst, cols = t[keep], inst[keep], [c[keep] for c in cols]
-                ids = [x for x, k in zip(ids, keep.tolist(), strict=True) if k]
+                t, inst, cols, ids = t[keep], inst[keep], [c[keep] for c in cols], ids[keep]
         if extras:
             t = np.concatenate((t, [e[0] for e in extras])).astype(np.int64)
             inst = np.concatenate((inst, [e[1] for e in extras])).astype(np.int64)
@@ -334,45 +424,43 @@ class Tape:
                 np.concatenate((c, [e[2 + k] for e in extras])).astype(c.dtype)
                 for k, c in enumerate(cols)
             ]
-            ids = ids + [str(e[-1]) for e in extras]
+            ids = np.concatenate((ids, _objects([lead + str(e[-1]) for e in extras])))
             order = np.lexsort((inst, t))
-            t, inst, cols = t[order], inst[order], [c[order] for c in cols]
-            ids = [ids[k] for k in order.tolist()]
+            t, inst, cols, ids = t[order], inst[order], [c[order] for c in cols], ids[order]
         return t, inst, cols, ids
 
-    def _heartbeats(
-        self, times: np.ndarray, inst: np.ndarray
-    ) -> tuple[np.ndarray, int, list[Record]]:
+    def _heartbeats(self, times: np.ndarray, inst: np.ndarray) -> Part:
         order = np.lexsort((inst, times))
         times, inst = times[order], inst[order]
-        out: list[Record] = [
-            (TRADES_TOPIC.name, self.instruments[i].symbol, t // 1000, self._templates[i][2] % ts)
-            for t, i, ts in zip(times.tolist(), inst.tolist(), iso_times(times), strict=True)
+        values = [
+            self._templates[i][2] % ts
+            for i, ts in zip(inst.tolist(), iso_times(times), strict=True)
         ]
-        return times, _K_HEARTBEAT, out
+        return times, _K_HEARTBEAT, inst, np.array(values, dtype=object)
 
-    def _labels(self, labels: list[Anomaly]) -> tuple[np.ndarray, int, list[Record]]:
+    def _labels(self, labels: list[Anomaly]) -> Part:
         times = np.array([a.start_us for a in labels], dtype=np.int64)
         ends = iso_times(np.array([a.end_us for a in labels], dtype=np.int64))
-        out: list[Record] = []
+        values: list[str] = []
         for a, start, end in zip(labels, iso_times(times), ends, strict=True):
-            symbol = self.instruments[a.instrument].symbol
-            value = json.dumps(
-                {
-                    "anomaly_id": a.anomaly_id,
-                    "end_time": end,
-                    "magnitude": a.magnitude,
-                    "schema_version": SCHEMA_VERSION,
-                    "severity": a.severity,
-                    "start_time": start,
-                    "symbol": symbol,
-                    "type": a.kind,
-                },
-                sort_keys=True,
-                separators=(",", ":"),
+            values.append(
+                json.dumps(
+                    {
+                        "anomaly_id": a.anomaly_id,
+                        "end_time": end,
+                        "magnitude": a.magnitude,
+                        "schema_version": SCHEMA_VERSION,
+                        "severity": a.severity,
+                        "start_time": start,
+                        "symbol": self.instruments[a.instrument].symbol,
+                        "type": a.kind,
+                    },
+                    sort_keys=True,
+                    separators=(",", ":"),
+                )
             )
-            out.append((GROUND_TRUTH_TOPIC.name, symbol, a.start_us // 1000, value))
-        return times, _K_LABEL, out
+        inst = np.array([a.instrument for a in labels], dtype=np.int64)
+        return times, _K_LABEL, inst, np.array(values, dtype=object)
 
     # ------------------------------------------------------------------ ranges
     def records(
