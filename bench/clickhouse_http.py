@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import clickhouse_connect
@@ -59,14 +60,17 @@ def free_port() -> int:
 
 
 def wait_for_client(port: int) -> object:
+    # Poll /ping first: a client created before the server listens logs a driver error.
     deadline = time.monotonic() + 60
     while True:
         try:
-            return clickhouse_connect.get_client(host="127.0.0.1", port=port)
-        except Exception:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                break
+        except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+    return clickhouse_connect.get_client(host="127.0.0.1", port=port)
 
 
 def in_process(data_dir: str) -> None:
