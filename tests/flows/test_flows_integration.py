@@ -72,11 +72,17 @@ class Env:
             if line.startswith("flowforge_")
         }
 
-    def start(self, flow: str) -> None:
-        recovery = self.workdir / "recovery" / flow
-        if not recovery.exists():
-            recovery.mkdir(parents=True)
-            init_db_dir(recovery, 1)
+    def start(self, flow: str, cluster: tuple[int, str] | None = None) -> None:
+        """Start a flow with recovery, or as one process of a cluster (`(index, addresses)`)."""
+        name = flow if cluster is None else f"{flow}-{cluster[0]}"
+        if cluster is None:
+            recovery = self.workdir / "recovery" / flow
+            if not recovery.exists():
+                recovery.mkdir(parents=True)
+                init_db_dir(recovery, 1)
+            extra = ["-r", str(recovery), "-s", "1", "-b", "0"]
+        else:
+            extra = ["-i", str(cluster[0]), "-a", cluster[1]]
         env = {
             **os.environ,
             **settings_env(self.settings),
@@ -86,13 +92,12 @@ class Env:
             "FF_TEST_DLQ": self.dlq,
             "FF_TEST_SYMBOLS": ",".join(self.symbols),
             "BYTEWAX_DATAFLOW_API_ENABLED": "1",
-            "BYTEWAX_DATAFLOW_API_PORT": str(self.metrics_ports.setdefault(flow, free_port())),
+            "BYTEWAX_DATAFLOW_API_PORT": str(self.metrics_ports.setdefault(name, free_port())),
             "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(self.workdir),
         }
-        log = (self.workdir / f"{flow}.log").open("ab")
-        self.procs[flow] = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", f"factories:{flow}()",
-             "-r", str(recovery), "-s", "1", "-b", "0"],
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", f"factories:{flow}()", *extra],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
 
@@ -351,3 +356,43 @@ def test_backfilled_hour_with_crashes_and_bad_input(env: Env) -> None:
     assert m['flowforge_sink_batch_rows_count{flow="raw_sink",table="raw_trades"}'] >= 1
     assert m['flowforge_sink_broadcasts_total{flow="raw_sink",table="raw_trades"}'] >= 1
     env.assert_running()
+
+
+def test_vwap_with_two_processes_equals_the_tape(stack_settings: Settings,
+                                                  tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    settings = stack_settings.model_copy(update={"clickhouse_database": f"scale_{tag}"})
+    init_clickhouse(settings)
+    trades = f"test-{tag}-trades"
+    topics = (replace(TRADES_TOPIC, name=trades), replace(DLQ_TOPIC, name=f"{trades}-dlq"))
+    ensure_topics(settings, topics, partitions=3)
+    symbols = [f"P{tag[:5].upper()}{i}" for i in range(4)]
+    e = Env(settings, trades, f"{trades}-q", f"{trades}-dlq", symbols, tmp_path)
+    tape = make_tape(symbols, seconds=1200, seed=11).trades
+    closing = [{"type": "heartbeat", "symbol": sym, "event_time": iso(T0 + timedelta(minutes=27))}
+               for sym in symbols]
+    expected: dict[tuple[str, datetime], list[float]] = {}
+    for t in tape:
+        ts = datetime.fromisoformat(t["event_time"])
+        start = ts.replace(minute=ts.minute - ts.minute % 5, second=0, microsecond=0)
+        acc = expected.setdefault((t["symbol"], start), [0.0, 0.0, 0])
+        acc[0] += t["price"] * t["quantity"]
+        acc[1] += t["quantity"]
+        acc[2] += 1
+    produce(settings, trades, tape + closing, _key)
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    try:
+        e.start("vwap", cluster=(0, addresses))
+        e.start("vwap", cluster=(1, addresses))
+        ch = ch_store.client(settings)
+        wait_for("every window",
+                 lambda: int(ch.command("SELECT count() FROM vwap_5min")) >= len(expected), e)
+        time.sleep(1.0)  # a doubled row, if any, would land now
+        rows = ch.query("SELECT symbol, window_start, vwap, trade_count FROM vwap_5min").result_rows
+    finally:
+        e.stop_all()
+    assert len(rows) == len(expected)
+    for sym, ws, vwap, n in rows:
+        notional, volume, count = expected[(sym, ws.replace(tzinfo=UTC))]
+        assert n == count
+        assert abs(vwap - notional / volume) / vwap <= 1e-9
