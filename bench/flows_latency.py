@@ -38,7 +38,7 @@ from flowforge_pipeline.flows.common import reference_instruments
 from flowforge_pipeline.flows.components import FLOW_COMPONENTS, metrics_port
 from flowforge_pipeline.settings import Settings
 from flowforge_pipeline.stack import local
-from flowforge_pipeline.stack.components import UpOptions
+from flowforge_pipeline.stack.components import Component, UpOptions
 from flowforge_pipeline.stores import clickhouse as ch_store
 
 
@@ -90,9 +90,16 @@ class Tape:
         return sym.encode(), json.dumps(value).encode()
 
 
+ONLY: set[str] = set()  # flow names given with --only; empty: every registered flow
+
+
+def flow_components() -> list[Component]:
+    return [c for c in FLOW_COMPONENTS if not ONLY or c.name.removeprefix("flow-") in ONLY]
+
+
 def start_flows(settings: Settings, logdir: Path) -> list[subprocess.Popen]:
     procs = []
-    for comp in FLOW_COMPONENTS:
+    for comp in flow_components():
         assert comp.prepare is not None
         comp.prepare(settings)
         log = (logdir / f"{comp.name}.log").open("ab")
@@ -100,7 +107,7 @@ def start_flows(settings: Settings, logdir: Path) -> list[subprocess.Popen]:
             comp.argv(settings, UpOptions()), env={**os.environ, **comp.env(settings)},
             stdout=log, stderr=subprocess.STDOUT,
         ))
-    for comp in FLOW_COMPONENTS:
+    for comp in flow_components():
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -218,7 +225,7 @@ def ceiling_phase(
     Producing first keeps the producer's CPU out of the measurement (2 shared cores).
     """
     tape = Tape(seed=2)
-    flows = [c.name.removeprefix("flow-") for c in FLOW_COMPONENTS]
+    flows = [c.name.removeprefix("flow-") for c in flow_components()]
     stop_flows(procs)
     procs.clear()
     start_time = datetime(2025, 1, 6, 0, 0, tzinfo=UTC)
@@ -270,7 +277,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--live-seconds", type=float, default=330.0)
     parser.add_argument("--backlog", type=int, default=600_000)
+    parser.add_argument("--only", nargs="*", default=[], help="run only these flows")
     args = parser.parse_args()
+    ONLY.update(args.only)
     state = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
     state.chmod(0o755)
     settings = Settings(

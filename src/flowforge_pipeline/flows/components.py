@@ -59,7 +59,7 @@ def prepare_recovery(settings: Settings, flow: str) -> None:
     path = Path(recovery_dir(settings, flow))
     if not any(path.glob("part-*.sqlite3")):
         path.mkdir(parents=True, exist_ok=True)
-        init_db_dir(path, 1)
+        init_db_dir(path, 1)  # type: ignore[no-untyped-call]
 
 
 def flow_argv(settings: Settings, flow: str) -> list[str]:
