@@ -9,6 +9,7 @@ port per flow and nothing extra to run.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -56,3 +57,13 @@ EVENT_TIME_LAG = Gauge(
 def observe_event_time(flow: str, newest: datetime) -> None:
     """Record how far behind the wall clock the newest written event is."""
     EVENT_TIME_LAG.labels(flow).set((utc_now() - newest).total_seconds())
+
+
+@lru_cache(maxsize=1024)
+def _events_in(flow: str, topic: str) -> Counter:
+    return EVENTS_IN.labels(flow, topic)
+
+
+def count_in(flow: str, topic: str) -> None:
+    """Count one record read; the labelled child is cached (this runs once per record)."""
+    _events_in(flow, topic).inc()

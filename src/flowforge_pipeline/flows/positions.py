@@ -125,7 +125,7 @@ def book_trade(
 
 def parse(item: SourceItem, symbols: frozenset[str]) -> Trade | Heartbeat | DeadLetter:
     """Validate a trades-topic record, counting it."""
-    metrics.EVENTS_IN.labels(FLOW, TRADES_TOPIC.name).inc()
+    metrics.count_in(FLOW, TRADES_TOPIC.name)
     return parse_trade(item, flow=FLOW, symbols=symbols)
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaError
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -33,7 +34,6 @@ from flowforge_pipeline.flows.validation import (
     Quote,
     Trade,
     is_dead_letter,
-    origin_of,
     parse_quote,
     parse_trade,
 )
@@ -71,8 +71,8 @@ def parse_record(
     item: SourceItem, symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
 ) -> Trade | Heartbeat | Quote | DeadLetter:
     """Validate a record of either topic, by the topic it came from."""
-    topic = origin_of(item).topic
-    metrics.EVENTS_IN.labels(FLOW, topic).inc()
+    topic = item.msg.topic if isinstance(item, KafkaError) else item.topic
+    metrics.count_in(FLOW, topic or "")
     if topic == quotes_topic:
         return parse_quote(item, flow=FLOW, symbols=symbols)
     return parse_trade(item, flow=FLOW, symbols=symbols)
