@@ -10,10 +10,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 
 import numpy as np
 
 from flowforge_pipeline.generator.tape import Record
+
+_HEARTBEAT_OPENING = '{"event_time"'
 
 
 class Sink:
@@ -37,12 +41,15 @@ class Counts:
     by_kind: Counter[str] = field(default_factory=Counter)
 
     def add(self, records: list[Record]) -> None:
-        """Count records as trades, heartbeats, quotes or labels."""
-        for topic, _, _, value in records:
-            if topic == "trades" and value.startswith('{"event_time"'):
-                self.by_kind["heartbeats"] += 1
-            else:
-                self.by_kind[topic] += 1
+        """Count records as trades, heartbeats, quotes or labels.
+
+        Heartbeats are the only payloads that open with event_time (keys are sorted, and
+        every other kind has a key before it); both counts run in C, not per record in Python.
+        """
+        self.by_kind.update(map(itemgetter(0), records))
+        beats = sum(map(str.startswith, map(itemgetter(3), records), repeat(_HEARTBEAT_OPENING)))
+        self.by_kind["trades"] -= beats
+        self.by_kind["heartbeats"] += beats
 
     @property
     def total(self) -> int:

@@ -8,7 +8,7 @@ the settings and the minute, which is what makes any two runs over the same rang
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -109,6 +109,16 @@ def _objects(items: list[str]) -> np.ndarray:
 
 def _empty_part(kind: int) -> Part:
     return np.zeros(0, dtype=np.int64), kind, np.zeros(0, dtype=np.int64), np.zeros(0, object)
+
+
+@dataclass
+class MinuteColumns:
+    """One minute of the tape in event-time order, one entry per record."""
+
+    times: np.ndarray  # int64 event time, microseconds
+    topics: np.ndarray  # index into _TOPICS
+    instruments: np.ndarray  # index into the tape's instruments: the key
+    values: list[str]  # JSON payloads
 
 
 @dataclass
@@ -277,6 +287,11 @@ class Tape:
         The minute's heartbeats close its intervals, so the last ones carry the next minute's
         start as their event time.
         """
+        columns = self.minute_columns(minute_index)
+        return columns.times, self.rows(columns)
+
+    def minute_columns(self, minute_index: int) -> MinuteColumns:
+        """`minute` as columns: cheap to pass between processes."""
         ordinal = EPOCH_ORDINAL + minute_index // 1440
         minute = minute_index % 1440
         plan = self.plan(ordinal)
@@ -327,19 +342,24 @@ class Tape:
         times = np.concatenate([p[0] for p in parts])
         kinds = np.concatenate([np.full(len(p[0]), p[1]) for p in parts])
         order = np.lexsort((kinds, times))
-        times = times[order]
-        who = np.concatenate([p[2] for p in parts])[order]
-        values = np.concatenate([p[3] for p in parts])[order]
-        records: list[Record] = list(
+        return MinuteColumns(
+            times[order],
+            _TOPIC_OF_KIND[kinds[order]],
+            np.concatenate([p[2] for p in parts])[order],
+            np.concatenate([p[3] for p in parts])[order].tolist(),
+        )
+
+    def rows(self, columns: MinuteColumns) -> list[Record]:
+        """The minute's records as (topic, key, timestamp ms, value) tuples."""
+        return list(
             zip(
-                _TOPICS[_TOPIC_OF_KIND[kinds[order]]].tolist(),
-                self._symbols[who].tolist(),
-                (times // 1000).tolist(),
-                values.tolist(),
+                _TOPICS[columns.topics].tolist(),
+                self._symbols[columns.instruments].tolist(),
+                (columns.times // 1000).tolist(),
+                columns.values,
                 strict=True,
             )
         )
-        return times, records
 
     def _quotes(
         self, plan: DayPlan, minute: int, m_us: int, books: list[tuple[int, MinuteBook]]
@@ -471,11 +491,21 @@ class Tape:
         Generation starts one minute early when `start_us` is a minute boundary, because the
         previous minute's last heartbeats carry exactly that time.
         """
+        return self._window(start_us, end_us, map(self.minute, self._minutes(start_us, end_us)))
+
+    @staticmethod
+    def _minutes(start_us: int, end_us: int | None) -> Iterator[int]:
         minute_index = (start_us - 1) // MINUTE_US
         while end_us is None or minute_index * MINUTE_US < end_us:
-            times, recs = self.minute(minute_index)
+            yield minute_index
+            minute_index += 1
+
+    @staticmethod
+    def _window(
+        start_us: int, end_us: int | None, minutes: Iterable[tuple[np.ndarray, list[Record]]]
+    ) -> Iterator[tuple[np.ndarray, list[Record]]]:
+        for times, recs in minutes:
             lo = int(np.searchsorted(times, start_us, side="left"))
             hi = len(times) if end_us is None else int(np.searchsorted(times, end_us, "left"))
             if hi > lo:
                 yield times[lo:hi], recs[lo:hi]
-            minute_index += 1
