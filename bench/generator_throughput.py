@@ -1,12 +1,20 @@
 """Generator figures: backfill throughput (null sink and local broker) and real-time accuracy.
 
 Run: .venv/bin/python bench/generator_throughput.py [--minutes N] [--realtime-seconds S]
+     [--workers 0,1] [--repeat N] [--baseline DIR]
 Starts its own in-memory tansu broker on a free port; prints one line per figure.
+`--workers` lists the backfill variants: 0 computes minutes in the sending process, N >= 1 in
+N worker processes (what `generate --backfill` does, default 1). `--baseline DIR` also runs
+every backfill figure with the package found in DIR/src (e.g. an older commit extracted with
+`git archive <commit> src | tar -x -C DIR`), alternating with the current code, so a noisy,
+shared machine affects both alike; compare the ratios. Each figure is its own process.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import socket
 import subprocess
 import sys
@@ -56,20 +64,50 @@ def broker() -> tuple[subprocess.Popen[bytes], Settings]:
 
 
 def backfill(
-    sink_name: str, settings: Settings | None, tps: float, qps: float, minutes: int
+    sink_name: str, settings: Settings | None, tps: float, qps: float, minutes: int, workers: int
 ) -> None:
     tape = Tape(load_instruments(), 42, tps, qps)
+    end = START + minutes * 60_000_000
+    if workers:
+        from flowforge_pipeline.generator import parallel
+
+        batches = parallel.records(tape, START, end, workers)
+    else:
+        batches = tape.records(START, end)
     sink = NullSink() if settings is None else KafkaSink(settings)
     t0 = time.perf_counter()
-    counts = pump(tape.records(START, START + minutes * 60_000_000), sink, START, None, 5000)
+    cpu0 = _cpu()
+    counts = pump(batches, sink, START, None, 5000)
     sink.close()
     elapsed = time.perf_counter() - t0
+    if workers:
+        batches.close()  # type: ignore[attr-defined]  # stops the workers: their CPU counts
+    cpu = _cpu() - cpu0
     print(
         f"backfill -> {sink_name:5s} rates {tps:g}/{qps:g} per s, {minutes} min of event "
-        f"time: {counts.total} records in {elapsed:.2f} s = {counts.total / elapsed:,.0f} "
-        "events/s",
+        f"time, workers {workers}: {counts.total} records in {elapsed:.2f} s = "
+        f"{counts.total / elapsed:,.0f} events/s (cpu {cpu:.2f} s: "
+        f"{counts.total / cpu:,.0f} events per cpu-second)",
         flush=True,
     )
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (all threads) and of its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def one_figure(args: list[str], pythonpath: str | None, label: str) -> None:
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    out = subprocess.run(
+        [sys.executable, __file__, "--one", *args], env=env, capture_output=True, text=True
+    )
+    line = out.stdout.strip() or out.stderr.strip().splitlines()[-1]
+    print(f"{label:8s} {line}", flush=True)
 
 
 def realtime(settings: Settings, tps: float, qps: float, seconds: float) -> None:
@@ -97,13 +135,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--realtime-seconds", type=float, default=60.0)
+    parser.add_argument("--workers", default="0,1")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--baseline", default=None, metavar="DIR")
+    parser.add_argument("--one", nargs=6, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    backfill("null", None, 10, 50, args.minutes)
-    backfill("null", None, 1000, 5000, 1)
+    if args.one:
+        sink, servers, tps, qps, minutes, workers = args.one
+        settings = (
+            None
+            if servers == "-"
+            else Settings(KAFKA_BOOTSTRAP_SERVERS=servers, KAFKA_TOPIC_PARTITIONS=3)
+        )
+        backfill(sink, settings, float(tps), float(qps), int(minutes), int(workers))
+        return
     proc, settings = broker()
     try:
-        backfill("kafka", settings, 10, 50, args.minutes)
-        backfill("kafka", settings, 1000, 5000, 1)
+        for sink, servers in (("null", "-"), ("kafka", settings.kafka_servers)):
+            for tps, qps, minutes in ((10, 50, args.minutes), (1000, 5000, 1)):
+                for _ in range(args.repeat):
+                    figure = [sink, servers, str(tps), str(qps), str(minutes)]
+                    if args.baseline:
+                        one_figure([*figure, "0"], str(Path(args.baseline) / "src"), "baseline")
+                    for workers in args.workers.split(","):
+                        one_figure([*figure, workers], None, "current")
         if args.realtime_seconds:
             realtime(settings, 10, 50, args.realtime_seconds)
             realtime(settings, 200, 1000, args.realtime_seconds)

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from flowforge_pipeline.generator import parallel
 from flowforge_pipeline.generator.anomalies import KINDS, AnomalyOptions
 from flowforge_pipeline.generator.instruments import InstrumentFileError, load_instruments
 from flowforge_pipeline.generator.pacing import Counts, pump
@@ -144,6 +145,13 @@ class _OneLineCommand(click.Command):
     help="Records handed to the sink at a time.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=1,
+    show_default=True,
+    help="Processes computing --backfill minutes ahead of the sender (0: the sender itself).",
+)
+@click.option(
     "--instruments",
     "instruments_path",
     type=click.Path(dir_okay=False),
@@ -237,7 +245,11 @@ def _resolve(opts: dict[str, Any], seed: int, tps: float, qps: float) -> dict[st
     except (InstrumentFileError, OSError) as exc:
         raise click.ClickException(f"invalid --instruments: {exc}") from None
     tape = Tape(instruments, seed, tps, qps, int(opts["heartbeat_seconds"]), anomalies)
-    return {"batches": tape.records(start_us, end_us), "start_us": start_us, "speed": speed}
+    if speed is None and opts["workers"]:
+        batches = parallel.records(tape, start_us, end_us, opts["workers"])
+    else:
+        batches = tape.records(start_us, end_us)
+    return {"batches": batches, "start_us": start_us, "speed": speed}
 
 
 def generate_argv(
