@@ -396,3 +396,52 @@ def test_vwap_with_two_processes_equals_the_tape(stack_settings: Settings,
         notional, volume, count = expected[(sym, ws.replace(tzinfo=UTC))]
         assert n == count
         assert abs(vwap - notional / volume) / vwap <= 1e-9
+
+
+def test_thousand_malformed_among_hundred_thousand_valid(stack_settings: Settings,
+                                                         tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    settings = stack_settings.model_copy(update={"clickhouse_database": f"bad_{tag}"})
+    init_clickhouse(settings)
+    names = {t.name: f"test-{tag}-{t.name}" for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)}
+    ensure_topics(
+        settings,
+        tuple(replace(t, name=names[t.name]) for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)),
+        partitions=3,
+    )
+    symbols = [f"B{tag[:5].upper()}{i}" for i in range(3)]
+    e = Env(settings, names["trades"], names["quotes"], names["dlq"], symbols, tmp_path)
+    base = make_tape(symbols, seconds=60)
+    valid = make_tape(symbols, seconds=22_300, seed=5).trades[:100_000]
+    assert len(valid) == 100_000
+    kinds = base.bad_trades[:7]  # one of each kind of malformed trade
+    # made unique without changing what is wrong with them
+    bad = [b'{"n": %d, ' % i + k[1:] if k.startswith(b'{"') else k + b" %d" % i
+           for i, k in ((i, kinds[i % 7]) for i in range(1_000))]
+    rng = random.Random(9)
+    mixed: list[bytes | dict[str, Any]] = list(valid)
+    for b in bad:
+        mixed.insert(rng.randrange(len(mixed) + 1), b)
+    produce(settings, e.trades, mixed, _key)
+    ch = ch_store.client(settings)
+    try:
+        e.start("raw_sink")
+        wait_for("all valid trades stored",
+                 lambda: int(ch.command("SELECT count() FROM raw_trades")) >= len(valid), e)
+
+        def dead_letters() -> list[dict[str, Any]]:
+            return [d for d in read_topic(settings, e.dlq) if d["flow"] == "raw_sink"]
+
+        wait_for("all dead letters", lambda: len(dead_letters()) >= len(bad), e, timeout=60)
+        e.assert_running()
+        stored = int(ch.command("SELECT count() FROM raw_trades"))
+        distinct = int(ch.command("SELECT uniqExact(trade_id) FROM raw_trades"))
+    finally:
+        e.stop_all()
+    assert stored == distinct == len(valid)
+    letters = dead_letters()
+    assert len({(d["partition"], d["offset"]) for d in letters}) == len(bad)
+    assert {d["payload"].encode() for d in letters} == set(bad)
+    assert {d["reason"].split(":")[0] for d in letters} == {
+        "invalid_json", "missing_field", "not_positive", "unknown_symbol", "wrong_type",
+        "not_finite", "bad_event_time"}
