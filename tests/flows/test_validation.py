@@ -92,3 +92,14 @@ def test_bad_quotes(bid: float, ask: float, reason: str) -> None:
 def test_valid_quote() -> None:
     out = parse_quote(_msg(json.dumps(quote(1)).encode(), "quotes"), flow="t", symbols=SYMBOLS)
     assert isinstance(out, Quote) and (out.bid, out.ask) == (99.0, 101.0)
+
+
+def test_source_error_becomes_a_dead_letter_naming_it() -> None:
+    from bytewax.connectors.kafka import KafkaError as SourceError
+    from confluent_kafka import KafkaError
+
+    item = SourceError(KafkaError(KafkaError._BAD_MSG), _msg(b"\x00\x01"))
+    out = parse_trade(item, flow="t", symbols=SYMBOLS)
+    assert isinstance(out, DeadLetter)
+    assert out.code == "kafka_error"
+    assert (out.origin.partition, out.origin.offset) == (2, 7)
