@@ -64,6 +64,7 @@ def test_insert_then_broadcast_and_skip_what_is_stored_on_restart(stack_settings
     messages = [m for m in _messages(sub) if m["table"] == "raw_trades"]
     assert [m["rows"] for m in messages] == [10, 5]  # nothing published for the skipped batch
     assert messages[0]["type"] == "table_update"
+    assert set(messages[0]) == {f.name for f in TABLE_UPDATE_CHANNEL.fields}
     assert messages[0]["min_event_time"] == T0.isoformat(timespec="microseconds")
     assert messages[1]["max_event_time"] == (T0 + timedelta(seconds=14)).isoformat(
         timespec="microseconds"

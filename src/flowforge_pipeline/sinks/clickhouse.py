@@ -128,7 +128,6 @@ def table_update(spec: TableSpec, rows: Sequence[Row], flushed_at: datetime) -> 
         "max_event_time": iso(last),
         "flushed_at": iso(flushed_at),
     }
-    assert set(message) == {f.name for f in TABLE_UPDATE_CHANNEL.fields}  # noqa: S101
     return message
 
 
