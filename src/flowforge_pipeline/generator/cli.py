@@ -147,7 +147,7 @@ class _OneLineCommand(click.Command):
 @click.option(
     "--workers",
     type=click.IntRange(0, 64),
-    default=1,
+    default=0,
     show_default=True,
     help="Processes computing --backfill minutes ahead of the sender (0: the sender itself).",
 )

@@ -13,7 +13,7 @@ import multiprocessing
 import signal
 from collections import deque
 from collections.abc import Iterator
-from multiprocessing.pool import AsyncResult
+from multiprocessing.pool import AsyncResult, Pool
 
 import numpy as np
 
@@ -49,25 +49,34 @@ def _unpacked(tape: Tape, packed: _Packed) -> tuple[np.ndarray, list[Record]]:
 def records(
     tape: Tape, start_us: int, end_us: int | None, processes: int, ahead: int = 8
 ) -> Iterator[tuple[np.ndarray, list[Record]]]:
-    """`tape.records(start_us, end_us)`, computed by `processes` worker processes."""
+    """`tape.records(start_us, end_us)`, computed by `processes` worker processes.
+
+    The workers start now (about a second: each imports numpy and the package), so a caller
+    that opens its sink next overlaps the two; closing the iterator stops them.
+    """
     if processes < 1:
         raise ValueError("processes must be >= 1")
     # forkserver: workers do not inherit the parent's threads (librdkafka's, for one).
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["flowforge_pipeline.generator.parallel"])
     pool = context.Pool(processes, initializer=_init, initargs=(tape,))
-    try:
-        pending: deque[AsyncResult[_Packed]] = deque()
-        minutes = Tape._minutes(start_us, end_us)
+    return _ordered(tape, pool, start_us, end_us, ahead)
 
-        def results() -> Iterator[tuple[np.ndarray, list[Record]]]:
-            for minute_index in minutes:
-                pending.append(pool.apply_async(_packed_minute, (minute_index,)))
-                if len(pending) >= ahead:
-                    yield _unpacked(tape, pending.popleft().get())
-            while pending:
+
+def _ordered(
+    tape: Tape, pool: Pool, start_us: int, end_us: int | None, ahead: int
+) -> Iterator[tuple[np.ndarray, list[Record]]]:
+    pending: deque[AsyncResult[_Packed]] = deque()
+
+    def results() -> Iterator[tuple[np.ndarray, list[Record]]]:
+        for minute_index in Tape._minutes(start_us, end_us):
+            pending.append(pool.apply_async(_packed_minute, (minute_index,)))
+            if len(pending) >= ahead:
                 yield _unpacked(tape, pending.popleft().get())
+        while pending:
+            yield _unpacked(tape, pending.popleft().get())
 
+    try:
         yield from Tape._window(start_us, end_us, results())
     finally:
         pool.terminate()
