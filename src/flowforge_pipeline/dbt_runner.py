@@ -47,6 +47,8 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         "FLOWFORGE_DBT_USER": user,
         "DBT_ENV_SECRET_FLOWFORGE_DBT_PASSWORD": password,
         "FLOWFORGE_DBT_SCHEMA": settings.clickhouse_database,
+        # empty: one server; a name: dbt's DDL runs ON CLUSTER (docs/scaling.md)
+        "FLOWFORGE_DBT_CLUSTER": settings.clickhouse_cluster,
         "DBT_PROFILES_DIR": str(project_dir()),
         "DBT_PROJECT_DIR": str(project_dir()),
         # dbt writes logs and target/ into the project unless told otherwise.

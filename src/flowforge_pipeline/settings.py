@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     clickhouse_user: str = Field(default="default", alias="CLICKHOUSE_USER")
     clickhouse_password: SecretStr = Field(default=SecretStr(""), alias="CLICKHOUSE_PASSWORD")
     clickhouse_database: str = Field(default="flowforge", alias="CLICKHOUSE_DATABASE")
+    # a cluster of the server's remote_servers: DDL goes ON CLUSTER, tables replicated + sharded
+    clickhouse_cluster: str = Field(default="", alias="CLICKHOUSE_CLUSTER")
     local_clickhouse_port: int = Field(default=18123, ge=1, le=65535, alias="LOCAL_CLICKHOUSE_PORT")
 
     # --- live views (Postgres wire protocol: Materialize in production)
@@ -121,6 +123,13 @@ class Settings(BaseSettings):
     def _identifier(cls, value: str) -> str:
         if not value.replace("_", "").isalnum():
             raise ValueError("must be letters, digits and underscores")
+        return value
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _cluster_name(cls, value: str) -> str:
+        if value and not value.replace("_", "").replace("-", "").isalnum():
+            raise ValueError("must be letters, digits, underscores and hyphens")
         return value
 
     # ------------------------------------------------------------------ resolved URLs
