@@ -10,6 +10,7 @@ hour, and the mart row counts. Target: full build <= 60 s.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -33,6 +34,14 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _slowest(settings: Settings, n: int = 4) -> str:
+    """The `n` slowest nodes of the last dbt run, from its run_results.json."""
+    path = settings.state_path / "dbt" / "target" / "run_results.json"
+    results = json.loads(path.read_text())["results"]
+    top = sorted(results, key=lambda r: -r["execution_time"])[:n]
+    return ", ".join(f"{r['unique_id'].split('.')[-1]} {r['execution_time']:.1f}s" for r in top)
 
 
 def main() -> None:
@@ -72,6 +81,7 @@ def main() -> None:
         assert run_dbt(settings, ["build", "--quiet"]) == 0, "dbt build failed"
         full = time.monotonic() - t0
         print(f"dbt build (one day, full): {full:.1f}s  (target <= 60 s)")
+        print(f"  slowest: {_slowest(settings)}")
 
         late = DAY + timedelta(hours=13)
         insert_trades(c, "raw_trades", late, 3600, 3_600, first=10**9)
@@ -79,6 +89,7 @@ def main() -> None:
         t0 = time.monotonic()
         assert run_dbt(settings, ["build", "--quiet"]) == 0, "incremental dbt build failed"
         print(f"dbt build (incremental, one late hour): {time.monotonic() - t0:.1f}s")
+        print(f"  slowest: {_slowest(settings)}")
         for table in ("fct_trades", "hourly_rollup", "daily_rollup", "rpt_daily_pnl"):
             print(f"  {table}: {int(str(c.command(f'SELECT count() FROM {table}'))):,} rows")
         c.close()

@@ -1,24 +1,23 @@
 {% macro rollup(grain) -%}
 {#-
   Per symbol and `grain` ('hour' or 'day'): OHLC, VWAP, volume, notional, trades from fct_trades
-  and quoted-spread statistics from every quote of the period. Incrementally only the periods
-  holding a newly ingested trade or quote are recomputed, in full, and replace their old rows
-  (delete+insert on (symbol, period)), so late rows for a closed period are folded in exactly.
+  and quoted-spread statistics from every quote of the period. Incrementally only the UTC days
+  holding a newly ingested trade or quote are recomputed, in full, and replace their partitions
+  (insert_overwrite), so late rows for a closed period are folded in exactly.
 -#}
 {%- set period = 'hour' if grain == 'hour' else 'trade_date' -%}
-{%- set trade_period = 'trade_hour' if grain == 'hour' else 'trade_date' -%}
 {%- set quote_period = 'quote_hour' if grain == 'hour' else 'quote_date' -%}
 {%- set of_event = "toStartOfHour(event_time, 'UTC')" if grain == 'hour' else "trade_date" -%}
 
 with
 
 {% if is_incremental() %}
-affected as (
-    select {{ trade_period }} as period
+affected_days as (
+    select trade_date as day
     from {{ ref('stg_flowforge__trades') }}
     where {{ newly_ingested() }}
     union distinct
-    select {{ quote_period }} as period
+    select quote_date as day
     from {{ ref('stg_flowforge__quotes') }}
     where {{ newly_ingested() }}
 ),
@@ -28,7 +27,7 @@ trades as (
     select symbol, {{ of_event }} as period, trade_id, event_time, price, quantity, notional
     from {{ ref('fct_trades') }}
     {% if is_incremental() %}
-        where {{ of_event }} in (select period from affected)
+        where trade_date in (select day from affected_days)
     {% endif %}
 ),
 
@@ -36,7 +35,7 @@ quotes as (
     select symbol, {{ quote_period }} as period, spread, spread_bps
     from {{ ref('stg_flowforge__quotes') }}
     {% if is_incremental() %}
-        where {{ quote_period }} in (select period from affected)
+        where quote_date in (select day from affected_days)
     {% endif %}
 ),
 

@@ -1,8 +1,8 @@
 {{
     config(
-        unique_key=['symbol', 'trade_date'],
         engine='ReplacingMergeTree()',
         order_by=['symbol', 'trade_date'],
+        partition_by='toYYYYMMDD(trade_date)',
         tags=['daily'],
     )
 }}

@@ -1,26 +1,27 @@
 {{
     config(
-        unique_key='trade_id',
         engine='MergeTree()',
         order_by=['symbol', 'event_time', 'trade_id'],
+        partition_by='toYYYYMMDD(trade_date)',
         tags=['hourly'],
     )
 }}
 
--- Incremental by UTC hour: every hour with a newly ingested trade, and every hour a newly
--- ingested quote could be the prevailing quote in (its own and the next), is rebuilt in full.
+-- Incremental by UTC day (the table's partition): every day holding a newly ingested trade, or
+-- an hour a newly ingested quote could be the prevailing quote in (its own and the next), is
+-- rebuilt in full and replaces its partition.
 
 {% set max_age = var('prevailing_quote_max_age_seconds') | int %}
 
 with
 
 {% if is_incremental() %}
-affected_hours as (
-    select trade_hour as hour
+affected_days as (
+    select trade_date as day
     from {{ ref('stg_flowforge__trades') }}
     where {{ newly_ingested() }}
     union distinct
-    select arrayJoin([quote_hour, quote_hour + toIntervalHour(1)]) as hour
+    select toDate(arrayJoin([quote_hour, quote_hour + toIntervalHour(1)]), 'UTC') as day
     from {{ ref('stg_flowforge__quotes') }}
     where {{ newly_ingested() }}
 ),
@@ -30,7 +31,7 @@ trades as (
     select *
     from {{ ref('stg_flowforge__trades') }}
     {% if is_incremental() %}
-        where trade_hour in (select hour from affected_hours)
+        where trade_date in (select day from affected_days)
     {% endif %}
 ),
 
@@ -38,9 +39,9 @@ quotes as (
     select symbol, event_time as quote_time, bid, ask
     from {{ ref('stg_flowforge__quotes') }}
     {% if is_incremental() %}
-        -- a prevailing quote is at most one hour old, so the hour before is enough
-        where quote_hour in (select hour from affected_hours)
-            or quote_hour + toIntervalHour(1) in (select hour from affected_hours)
+        -- a prevailing quote is at most one hour old, so the hour before the day is enough
+        where quote_date in (select day from affected_days)
+            or toDate(quote_hour + toIntervalHour(1), 'UTC') in (select day from affected_days)
     {% endif %}
 ),
 

@@ -1,8 +1,8 @@
 {{
     config(
-        unique_key=['symbol', 'hour'],
         engine='ReplacingMergeTree()',
         order_by=['symbol', 'hour'],
+        partition_by='toYYYYMMDD(hour)',
         tags=['hourly'],
     )
 }}
