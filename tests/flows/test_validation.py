@@ -103,3 +103,47 @@ def test_source_error_becomes_a_dead_letter_naming_it() -> None:
     assert isinstance(out, DeadLetter)
     assert out.code == "kafka_error"
     assert (out.origin.partition, out.origin.offset) == (2, 7)
+
+
+@pytest.mark.parametrize(
+    ("change", "expect_time", "expect_price"),
+    [
+        ({}, T0, 100.0),
+        ({"event_time": "2024-03-04T12:00:00+02:00"}, T0, 100.0),  # offset → UTC
+        ({"event_time": "2024-03-04T10:00:00Z"}, T0, 100.0),
+        ({"price": 7}, T0, 7.0),  # an integer price is a number
+        ({"schema_version": 1, "extra": [1, {"x": None}]}, T0, 100.0),  # unknown fields ignored
+    ],
+)
+def test_valid_trade_variants_decode_to_the_same_values(
+    change: dict, expect_time: object, expect_price: float
+) -> None:
+    out = parse_trade(_msg(_trade_bytes(**change)), flow="test", symbols=SYMBOLS)
+    assert isinstance(out, Trade)
+    assert out.event_time == expect_time and out.event_time.tzinfo is not None
+    assert out.event_time.utcoffset().total_seconds() == 0
+    assert (out.price, out.trade_id, out.side) == (expect_price, "42-1", "buy")
+    assert out.origin.offset == 7
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (_trade_bytes(schema_version=True), "bad_value: unsupported schema_version True"),
+        (_trade_bytes(account=""), "bad_value: account is empty"),
+        (_trade_bytes(venue=None), "missing_field: venue"),
+        (_trade_bytes(price=1e308 * 10), "not_finite: price"),
+        (b'{"type":"trade","price":1}', "missing_field: side"),
+        (_trade_bytes(type="heartbeat"), ""),  # a heartbeat with extra fields is a heartbeat
+    ],
+)
+def test_records_the_fast_decoder_declines_get_the_field_by_field_verdict(
+    value: bytes, reason: str
+) -> None:
+    out = parse_trade(_msg(value), flow="test", symbols=SYMBOLS)
+    if reason:
+        assert isinstance(out, DeadLetter)
+        assert out.reason == reason
+        assert out.origin.payload == value
+    else:
+        assert isinstance(out, Heartbeat)
