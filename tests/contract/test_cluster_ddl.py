@@ -18,6 +18,7 @@ from flowforge_pipeline.contract.ddl import (
     clickhouse_table_ddl,
     pipeline_clickhouse_tables,
     replicated_engine,
+    shard_key,
 )
 from flowforge_pipeline.dbt_runner import dbt_env
 from flowforge_pipeline.settings import Settings, SettingsError, load_settings
@@ -99,12 +100,23 @@ def test_every_pipeline_table_gets_local_then_distributed_under_its_contract_nam
         assert dist.startswith(
             f"CREATE TABLE IF NOT EXISTS `flowforge`.`{t.name}` ON CLUSTER `ff_prod`\n("
         )
+        key = "kafka_partition" if t.name.startswith("raw_") else "symbol"
         assert dist.endswith(
-            f"ENGINE = Distributed('ff_prod', 'flowforge', '{t.name}_local', "
-            f"cityHash64(`{t.order_by[0]}`))"
+            f"ENGINE = Distributed('ff_prod', 'flowforge', '{t.name}_local', cityHash64(`{key}`))"
         )
         # same columns in both, so `contract check` sees the contract on the Distributed table
         assert local.split("\n)\n")[0].split("\n", 1)[1] == dist.split("\n)\n")[0].split("\n", 1)[1]
+
+
+def test_raw_tables_shard_by_kafka_partition_the_rest_by_symbol():
+    keys = {t.name: shard_key(t) for t in pipeline_clickhouse_tables()}
+    assert keys == {
+        "raw_trades": "cityHash64(`kafka_partition`)",
+        "raw_quotes": "cityHash64(`kafka_partition`)",
+        "vwap_5min": "cityHash64(`symbol`)",
+        "rolling_volatility": "cityHash64(`symbol`)",
+        "anomaly_alerts": "cityHash64(`symbol`)",
+    }
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,15 @@ With `CLICKHOUSE_CLUSTER` set, each becomes two tables, both created `ON CLUSTER
 
 The `Distributed` table carries the contract's name, so FlowForge, dbt's sources, the sinks and
 `contract check` use the same names on one server and on a cluster; only DDL knows the `_local`
-tables (the suffix is also dbt-clickhouse's default `local_suffix`). Rows are sharded by a hash
-of the first order-key column (`symbol` for every pipeline table): a ReplacingMergeTree collapses
-duplicates only within a shard, so a row re-delivered after a restart must reach the shard that
-holds its first copy, and it does because the order key decides the shard.
+tables (the suffix is also dbt-clickhouse's default `local_suffix`).
+
+Sharding key (`shard_key`): a ReplacingMergeTree collapses duplicates only within a shard, so a
+row re-delivered after a restart must reach the shard holding its first copy. Tables carrying
+`kafka_partition` (raw_trades, raw_quotes) are sharded by it: all rows of one Kafka partition
+then live on one shard, each batch's rows of a partition arrive there in one atomic insert,
+and the sink's resume query (`max(kafka_offset)` per partition) cannot see a later offset on
+one shard while an earlier one is missing on another. The other tables are sharded by their
+first order-key column (`symbol`), which also keeps a symbol's reads on one shard.
 """
 
 from __future__ import annotations
@@ -85,6 +90,13 @@ def replicated_engine(engine: str) -> str:
     return f"Replicated{kind}(" + ", ".join(params) + ")"
 
 
+def shard_key(table: Table) -> str:
+    """The `Distributed` sharding expression of a table (see the module docstring)."""
+    names = {c.name for c in table.columns}
+    column = "kafka_partition" if "kafka_partition" in names else table.order_by[0]
+    return f"cityHash64({_ch_ident(column)})"
+
+
 def local_name(table: Table, cluster: str = "") -> str:
     """The table that stores the rows: the contract's name, or `<name>_local` on a cluster."""
     return table.name + LOCAL_SUFFIX if cluster else table.name
@@ -136,7 +148,7 @@ def clickhouse_distributed(table: Table, database: str, cluster: str) -> str:
             _ch_string(cluster),
             _ch_string(database),
             _ch_string(local_name(table, cluster)),
-            f"cityHash64({_ch_ident(table.order_by[0])})",
+            shard_key(table),
         )
     )
     return (
