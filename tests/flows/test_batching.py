@@ -54,3 +54,23 @@ def test_drain_returns_everything() -> None:
     buf.add(2, T)
     assert buf.drain() == [1, 2]
     assert buf.drain() is None
+
+
+def test_extend_flushes_whole_lists_and_grows_like_add() -> None:
+    buf: BatchBuffer[int] = BatchBuffer(flush_size=50, max_wait=WAIT)
+    now = T
+    assert buf.extend([1] * 30, now) is None
+    assert buf.extend([], now) is None
+    full = buf.extend([2] * 4_000, now)  # crosses 50: everything goes, the list is not split
+    assert full is not None and len(full) == 4_030
+    assert buf.threshold == 100 and buf.rows == []
+    assert buf.extend([3] * 98, now) is None
+    assert buf.deadline() == now + WAIT
+    snapshot = buf.copy()
+    assert buf.extend([4], now) is None
+    assert snapshot.rows == [3] * 98  # the snapshot does not share the live buffer's list
+    assert buf.due(now + WAIT) == [3] * 98 + [4]
+    # a slow trickle that never fills shrinks the threshold back
+    assert buf.extend([6], now + 2 * WAIT) is None
+    assert buf.due(now + 3 * WAIT) == [6]
+    assert buf.threshold == 50

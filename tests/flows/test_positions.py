@@ -28,11 +28,12 @@ def test_average_cost_book(trades: list, net: float, avg: float, realized: float
     )
 
 
-def _run(payloads: list, workers: int = 1) -> dict:
+def _run(payloads: list, workers: int = 1, batch_size: int = 1) -> dict:
     out: list = []
     dead: list = []
     flow = positions.build(
-        TestingSource(messages("trades", payloads)), TestingSink(out), TestingSink(dead),
+        TestingSource(messages("trades", payloads), batch_size=batch_size),
+        TestingSink(out), TestingSink(dead),
         symbols=SYMBOLS,
     )
     if workers == 1:
@@ -60,3 +61,22 @@ def test_net_position_per_symbol_and_account(workers: int) -> None:
     assert aaa["accounts"]["b"] == {"net_quantity": -4.0, "avg_cost": 110.0, "realized_pnl": 0.0}
     assert aaa["realized_pnl"] == 15.0
     assert latest[POSITION_KEY.key(symbol="BBB")]["net_quantity"] == 2.0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_whole_input_batches_end_in_the_values_of_single_records(workers: int) -> None:
+    payloads: list = []
+    for i in range(400):
+        payloads.append(trade(
+            i, symbol="AAA" if i % 3 else "BBB", quantity=1 + i % 7, price=100.0 + (i % 11),
+            side="sell" if i % 4 == 0 else "buy", account=f"acct-{i % 5}",
+            at=timedelta(seconds=i),
+        ))
+        if i % 50 == 0:
+            payloads.append(heartbeat("AAA", timedelta(seconds=i)))
+
+    def books(latest: dict) -> dict:
+        return {k: {f: v for f, v in value.items() if f != "updated_at"}
+                for k, value in latest.items()}
+
+    assert books(_run(payloads, workers, batch_size=64)) == books(_run(payloads, 1))

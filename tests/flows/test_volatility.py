@@ -15,12 +15,13 @@ S = timedelta(seconds=1)
 M = timedelta(minutes=1)
 
 
-def _run(payloads: list, workers: int = 1):
+def _run(payloads: list, workers: int = 1, batch_size: int = 1):
     rows: list = []
     latest: list = []
     dead: list = []
     flow = volatility.build(
-        TestingSource(messages("trades", payloads)), TestingSink(rows), TestingSink(latest),
+        TestingSource(messages("trades", payloads), batch_size=batch_size),
+        TestingSink(rows), TestingSink(latest),
         TestingSink(dead), minutes_per_year=MPY, lateness=S, flush_size=50,
         max_wait=timedelta(seconds=30),
     )
@@ -103,3 +104,16 @@ def test_late_trade_for_a_closed_minute_is_dead_lettered() -> None:
 def test_two_workers_give_the_same_figures(workers: int) -> None:
     tape = _tape(minutes=90)
     assert _run(tape, workers)[0] == _run(tape)[0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_whole_input_batches_give_the_figures_of_single_records(workers: int) -> None:
+    tape = _tape(seed=11, minutes=90)
+    tape.insert(500, {**tape[400], "trade_id": "late-one"})  # its minute has closed by now
+    single_rows, single_latest, single_dead = _run(tape, 1, batch_size=1)
+    rows, latest, dead = _run(tape, workers, batch_size=97)
+    assert rows == single_rows and len(rows) > 100
+    assert {lv.key: lv.value["as_of"] for lv in latest} == {
+        lv.key: lv.value["as_of"] for lv in single_latest
+    }
+    assert [d.reason for d in dead] == [d.reason for d in single_dead] == ["late"]

@@ -14,12 +14,12 @@ S = timedelta(seconds=1)
 M = timedelta(minutes=1)
 
 
-def _run(payloads: list, workers: int = 1, lateness: timedelta = S):
+def _run(payloads: list, workers: int = 1, lateness: timedelta = S, batch_size: int = 1):
     rows: list[RowBatch] = []
     latest: list[LatestValue] = []
     dead: list[DeadLetter] = []
     flow = vwap.build(
-        TestingSource(messages("trades", payloads)),
+        TestingSource(messages("trades", payloads), batch_size=batch_size),
         TestingSink(rows),
         TestingSink(latest),
         TestingSink(dead),
@@ -106,3 +106,23 @@ def test_same_windows_every_run_and_with_two_workers(workers: int) -> None:
     assert dead == []
     assert again == first
     assert sum(r[6] for r in first) == 3000
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_whole_input_batches_give_the_windows_of_single_records(workers: int) -> None:
+    payloads: list = []
+    for i in range(600):
+        sym = "AAA" if i % 3 else "BBB"
+        payloads.append(trade(i, symbol=sym, price=100.0 + i % 13, quantity=1 + i % 5,
+                              at=i * 2 * S))
+        if i % 97 == 0:
+            payloads.append(heartbeat("BBB", i * 2 * S))
+    payloads.insert(450, trade(9999, price=1.0, at=0 * S))  # its window closed long ago
+    payloads.insert(100, b"not json")
+    single, _, single_dead = _run(payloads, 1)
+    batched, latest, dead = _run(payloads, workers, batch_size=128)
+    assert batched == single and len(single) >= 8
+    assert sorted(d.reason.split(":")[0] for d in dead) == ["invalid_json", "late"]
+    assert sorted(d.origin.offset for d in dead) == sorted(d.origin.offset for d in single_dead)
+    newest = {lv.key: lv.value["window_start"] for lv in latest}
+    assert set(newest) == {VWAP_KEY.key(symbol="AAA"), VWAP_KEY.key(symbol="BBB")}

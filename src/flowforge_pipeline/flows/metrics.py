@@ -67,3 +67,9 @@ def _events_in(flow: str, topic: str) -> Counter:
 def count_in(flow: str, topic: str) -> None:
     """Count one record read; the labelled child is cached (this runs once per record)."""
     _events_in(flow, topic).inc()
+
+
+def count_in_many(flow: str, topic: str, n: int) -> None:
+    """Count `n` records read at once (flows that work on whole input batches)."""
+    if n:
+        _events_in(flow, topic).inc(n)

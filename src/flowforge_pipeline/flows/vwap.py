@@ -8,6 +8,9 @@ a backfill gives the same windows on every run and a live stream closes each win
 counted and dead-lettered with reason "late". Each closed window with at least one trade
 becomes a `vwap_5min` row (batched, broadcast after insert) and the new value of
 `latest:vwap:{symbol}`.
+
+Records are validated a whole input batch per call and leave that step already keyed by
+symbol; Bytewax's window operator then works per key on batches itself.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import bytewax.operators as op
 import bytewax.operators.windowing as win
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
+from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from flowforge_pipeline.contract.catalog import TRADES_TOPIC, VWAP_5MIN, VWAP_KEY
@@ -42,6 +46,7 @@ from flowforge_pipeline.flows.validation import (
     is_dead_letter,
     late,
     parse_trade,
+    parse_trades,
 )
 from flowforge_pipeline.settings import Settings, get_settings
 from flowforge_pipeline.sinks.clickhouse import ClickHouseSink, Row, RowBatch, TableSpec
@@ -143,6 +148,17 @@ def parse(item: SourceItem, symbols: frozenset[str]) -> Trade | Heartbeat | Dead
     return parse_trade(item, flow=FLOW, symbols=symbols)
 
 
+def parse_batch(
+    items: list[SourceItem], symbols: frozenset[str]
+) -> list[DeadLetter | tuple[str, Trade | Heartbeat]]:
+    """Validate a whole input batch, counting it; `(symbol, record)` for the usable ones."""
+    metrics.count_in_many(FLOW, TRADES_TOPIC.name, len(items))
+    return [
+        r if isinstance(r, DeadLetter) else (r.symbol, r)
+        for r in parse_trades(items, flow=FLOW, symbols=symbols)
+    ]
+
+
 def to_batch(keyed: tuple[str, list[Row]]) -> RowBatch:
     """A keyed list of rows as one insert."""
     return RowBatch(keyed[0], keyed[1])
@@ -162,11 +178,12 @@ def build(
     """Wire the VWAP flow between any source and sinks (tests pass in-memory ones)."""
     flow = Dataflow(FLOW)
     items = op.input("kafka_in", flow, source)
-    parsed: Stream[Any] = op.map("parse", items, lambda item: parse(item, symbols))
-    # Trade | Heartbeat | DeadLetter
+    parsed: Stream[Any] = op.flat_map_batch(
+        "parse", items, lambda batch: parse_batch(batch, symbols)
+    )
+    # DeadLetter | (symbol, Trade | Heartbeat)
     split = op.branch("split_dead_letters", parsed, is_dead_letter)
-    keyed = op.key_on("key_symbol", split.falses, lambda e: e.symbol)
-    # (symbol, Trade | Heartbeat)
+    keyed: KeyedStream[Trade | Heartbeat] = split.falses
     windows = win.fold_window(
         "vwap_window",
         keyed,
