@@ -58,3 +58,23 @@ def test_severity_grades() -> None:
     assert anomaly.severity(3.5, 3.0) == "low"
     assert anomaly.severity(7.0, 3.0) == "medium"
     assert anomaly.severity(13.0, 3.0) == "high"
+
+
+def test_stale_quote_seen_from_a_trade_outside_the_frozen_quote() -> None:
+    # a quote a second for 100 s, then the book freezes while trades walk away from it
+    msgs = messages("quotes", _calm(100)) + messages("trades", [
+        trade(1, price=100.5, at=timedelta(seconds=101)),  # inside the old quote: no alert
+        trade(2, price=101.2, at=timedelta(seconds=101.5)),  # outside, quote 2.5 gaps old
+    ])
+    alerts, _, _ = _run(msgs)
+    assert [a["alert_type"] for a in alerts] == ["stale_quote"]
+    assert alerts[0]["event_time"].startswith("2024-03-04T10:01:41.5")
+    assert 2.4 < alerts[0]["observed"] < 2.6  # the quote's age in seconds
+
+
+def test_trade_outside_a_fresh_quote_is_not_stale() -> None:
+    msgs = messages("quotes", _calm(100)) + messages("trades", [
+        trade(1, price=101.2, at=timedelta(seconds=99, milliseconds=500)),  # half a gap old
+    ])
+    alerts, _, _ = _run(msgs)
+    assert alerts == []

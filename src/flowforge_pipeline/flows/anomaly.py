@@ -11,7 +11,11 @@ the detector that it is normal. Alert types and what they watch:
 * `crossed_book`: a quote with bid >= ask (validation rejects it for every other flow;
   here it is the signal itself).
 * `stale_quote`: a trade arrives while the newest quote is older than `stale_factor` x the
-  usual gap between quotes (and at least `stale_min_seconds`).
+  usual gap between quotes (and at least `stale_min_seconds`); or a trade prints outside
+  the newest quote (by less than a fat finger) while that quote is older than
+  `stale_outside_gaps` usual gaps. A live book never prints outside its own quote, a frozen
+  one does as soon as the price walks away from it, which on a quiet symbol comes long
+  before the age alone is conclusive.
 * `volume_burst`: trades in the last `volume_window_seconds` >= `volume_factor` x the count
   the per-minute baseline expects (and at least `volume_min_trades`).
 * `price_jump`: one mid-to-mid log return >= `price_sigmas` x the 1-minute volatility
@@ -98,8 +102,9 @@ class Thresholds:
     """Detector settings (defaults tuned on a clean run; see docs/anomaly.md)."""
 
     spread_factor: float = 3.0
-    stale_factor: float = 20.0
+    stale_factor: float = 15.0
     stale_min_seconds: float = 3.0
+    stale_outside_gaps: float = 2.0
     volume_factor: float = 6.0
     volume_min_trades: int = 10
     volume_window_seconds: float = 10.0
@@ -295,11 +300,15 @@ class SymbolDetector:
         if quote is not None:
             age = (trade.event_time - quote.event_time).total_seconds()
             limit = self._stale_limit()
-            if self.quote_gap.n >= lim.warmup_quotes and age >= limit:
-                out += self._emit("stale_quote", age, self.quote_gap.mean, limit,
-                                  trade.event_time, trade.symbol)
             mid = (quote.bid + quote.ask) / 2.0
             outside = max(quote.bid - trade.price, trade.price - quote.ask) / mid
+            if self.quote_gap.n >= lim.warmup_quotes and (
+                age >= limit
+                or (0.0 < outside < lim.outside_fraction
+                    and age >= lim.stale_outside_gaps * self.quote_gap.mean)
+            ):
+                out += self._emit("stale_quote", age, self.quote_gap.mean, limit,
+                                  trade.event_time, trade.symbol)
             if outside >= lim.outside_fraction:
                 out += self._emit("fat_finger", outside, 0.0, lim.outside_fraction,
                                   trade.event_time, trade.symbol)
