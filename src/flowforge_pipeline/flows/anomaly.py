@@ -16,8 +16,13 @@ the detector that it is normal. Alert types and what they watch:
   `stale_outside_gaps` usual gaps. A live book never prints outside its own quote, a frozen
   one does as soon as the price walks away from it, which on a quiet symbol comes long
   before the age alone is conclusive.
-* `volume_burst`: trades in the last `volume_window_seconds` >= `volume_factor` x the count
-  the per-minute baseline expects (and at least `volume_min_trades`).
+* `volume_burst`: in one of the trailing windows `volume_windows` (2 to 30 s), the trade
+  count is so far above the count the symbol's own per-minute rate expects that a Poisson
+  count that high has probability <= 10^-`volume_log10_p`, and it is also >= `volume_factor`
+  x expected and >= `volume_min_trades`. Scaling by the symbol's own rate lets a busy symbol
+  alert within a second or two and a quiet one as soon as its evidence suffices, instead of
+  waiting for a fixed floor of trades. (Injected bursts raise the trade rate; sizes keep
+  their usual heavy-tailed draw, so traded quantity adds noise rather than signal.)
 * `price_jump`: one mid-to-mid log return >= `price_sigmas` x the 1-minute volatility
   (moving average of per-minute realized variance of mid returns).
 * `fat_finger`: a trade printed outside the prevailing quote by >= `outside_fraction` of mid.
@@ -30,6 +35,7 @@ against its threshold: < 2x low, < 4x medium, else high. Alert ids are determini
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections import deque
@@ -105,9 +111,10 @@ class Thresholds:
     stale_factor: float = 15.0
     stale_min_seconds: float = 3.0
     stale_outside_gaps: float = 2.0
-    volume_factor: float = 6.0
-    volume_min_trades: int = 10
-    volume_window_seconds: float = 10.0
+    volume_factor: float = 5.0
+    volume_min_trades: int = 4
+    volume_log10_p: float = 7.0
+    volume_windows: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 30.0)
     price_sigmas: float = 12.0
     outside_fraction: float = 0.01
     warmup_quotes: int = 50
@@ -175,6 +182,26 @@ class Alert:
             self.alert_id, self.symbol, self.alert_type, self.severity, self.observed,
             self.baseline, self.threshold, self.event_time,
         )
+
+
+def poisson_log_tail(n: int, mu: float) -> float:
+    """Natural log of P(N >= n) for N ~ Poisson(mu), n >= 1, mu > 0 (summed upward from n)."""
+    head = -mu + n * math.log(mu) - math.lgamma(n + 1)
+    rest, term, k = 0.0, 1.0, n
+    while True:
+        k += 1
+        term *= mu / k
+        rest += term
+        if term < 1e-12 * (1.0 + rest):
+            return head + math.log1p(rest)
+
+
+def poisson_quantile(mu: float, log_p: float) -> int:
+    """Smallest n with log P(N >= n) <= log_p: the count a window must reach to alert."""
+    n = max(1, math.ceil(mu))
+    while poisson_log_tail(n, mu) > log_p:
+        n += 1
+    return n
 
 
 def severity(observed: float, threshold: float) -> str:
@@ -313,19 +340,36 @@ class SymbolDetector:
                 out += self._emit("fat_finger", outside, 0.0, lim.outside_fraction,
                                   trade.event_time, trade.symbol)
         self.minute_count += 1
-        window = timedelta(seconds=lim.volume_window_seconds)
-        self.recent_trades.append(trade.event_time)
-        while self.recent_trades and self.recent_trades[0] <= trade.event_time - window:
-            self.recent_trades.popleft()
-        if self.minute_trades.n >= lim.warmup_minutes:
-            expected = self.minute_trades.mean * lim.volume_window_seconds / 60.0
-            limit = max(float(lim.volume_min_trades), lim.volume_factor * expected)
-            count = float(len(self.recent_trades))
-            if count >= limit:
+        recent = self.recent_trades
+        recent.append(trade.event_time)
+        oldest = trade.event_time - timedelta(seconds=max(lim.volume_windows))
+        while recent and recent[0] <= oldest:
+            recent.popleft()
+        if self.minute_trades.n >= lim.warmup_minutes and self.minute_trades.mean > 0:
+            burst = self._volume_burst(trade.event_time)
+            if burst is not None:
+                count, expected, limit = burst
                 out += self._emit("volume_burst", count, expected, limit, trade.event_time,
                                   trade.symbol)
                 self.minute_alerted = True
         return out
+
+    def _volume_burst(self, at: datetime) -> tuple[float, float, float] | None:
+        """(count, expected, alerting count) of the first window whose count is a burst."""
+        lim = self.limits
+        rate = self.minute_trades.mean / 60.0
+        log_p = -lim.volume_log10_p * math.log(10.0)
+        times = list(self.recent_trades)
+        for seconds in lim.volume_windows:
+            start = at - timedelta(seconds=seconds)
+            count = len(times) - bisect.bisect_right(times, start)
+            expected = rate * seconds
+            if (count >= lim.volume_min_trades and count >= lim.volume_factor * expected
+                    and poisson_log_tail(count, expected) <= log_p):
+                limit = max(float(lim.volume_min_trades), lim.volume_factor * expected,
+                            float(poisson_quantile(expected, log_p)))
+                return float(count), expected, limit
+        return None
 
 
 Observation = Trade | Quote | CrossedQuote
