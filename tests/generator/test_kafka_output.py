@@ -17,9 +17,10 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from flowforge_pipeline.cli import cli
 from flowforge_pipeline.generator.producer import DeliveryError, KafkaSink
 from flowforge_pipeline.settings import Settings
+from flowforge_pipeline.standins.broker import argv as broker_argv
 from flowforge_pipeline.stores.kafka import BrokerUnavailable
 
-from .conftest import TANSU, _free_port
+from .conftest import _free_port
 
 RANGE = ("2026-11-25T14:30Z", "2026-11-25T14:31Z")
 
@@ -95,18 +96,8 @@ def test_backfill_to_kafka_matches_file_output(generator_kafka: Settings, tmp_pa
 def test_sink_surfaces_delivery_errors() -> None:
     """Records the broker never acknowledges end in DeliveryError, not in silence."""
     port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
     broker = subprocess.Popen(
-        [
-            str(TANSU),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
+        broker_argv(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
