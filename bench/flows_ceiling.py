@@ -10,9 +10,11 @@ through the second half of the step and did not grow over it (the slope of a lea
 line through the second half's samples is under 5% of the rate). The
 rates step up until one is not sustained; the ceiling is the highest sustained rate.
 
-To say what bounds it, each step also reports the achieved feed rate and the CPU used by
-each process group (the flows one by one, the ClickHouse server, the broker, this feeder)
-as a share of the machine's cores.
+To say what bounds it, each step also reports the achieved feed rate, the CPU used by each
+process group (the flows one by one, the ClickHouse server, the broker, this feeder) as a
+share of the machine's cores, how busy the whole machine was (other work included) and the
+load average: a flow that lags while its own CPU share is low and the machine is busy is
+starved of CPU, not slow.
 
 Run: .venv/bin/python bench/flows_ceiling.py [--rates 10000 20000 30000 40000 50000]
      [--seconds 60] [--only raw_sink vwap]
@@ -183,6 +185,7 @@ def step(
     base = {f: consumed(settings, f) or 0 for f in flows}
     feeder = Feeder(settings, rate, seconds, seed)
     sampler.cpu()
+    psutil.cpu_percent()  # start the machine-wide busy counter
     started = time.monotonic()
     feeder.start()
     lags: dict[str, list[tuple[float, float]]] = {f: [] for f in flows}
@@ -200,6 +203,8 @@ def step(
             break
     feed_seconds = (feeder.finished_at or time.monotonic()) - started
     cpu = sampler.cpu()
+    machine_busy = psutil.cpu_percent() / 100  # every process on the machine, not only ours
+    load_1m = os.getloadavg()[0]
     sent = feeder.snapshot()
     per_flow: dict[str, object] = {}
     sustained = True
@@ -230,6 +235,9 @@ def step(
         "flows": per_flow,
         "drain_seconds_after_feed": round(time.monotonic() - drain_started, 1),
         "cpu_share_of_machine": {k: round(v / (feed_seconds * cores), 3) for k, v in cpu.items()},
+        "ours_share_of_machine": round(sum(cpu.values()) / (feed_seconds * cores), 3),
+        "machine_busy": round(machine_busy, 3),
+        "load_1m": round(load_1m, 1),
     }
 
 
