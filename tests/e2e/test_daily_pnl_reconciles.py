@@ -30,7 +30,6 @@ from flowforge_pipeline.contract.apply import init_clickhouse
 from flowforge_pipeline.contract.catalog import DLQ_TOPIC, POSITION_KEY, QUOTES_TOPIC, TRADES_TOPIC
 from flowforge_pipeline.dbt_runner import run_dbt
 from flowforge_pipeline.flows.common import reference_instruments
-from flowforge_pipeline.flows.components import settings_env
 from flowforge_pipeline.settings import LOCALHOST, Settings
 from flowforge_pipeline.stores.clickhouse import client
 from flowforge_pipeline.stores.kafka import ensure_topics
@@ -44,10 +43,25 @@ REL = 1e-9
 def _generate(path: Path) -> list[dict[str, Any]]:
     """The generator's backfill as JSON lines: topic, key, timestamp, value."""
     subprocess.run(
-        [sys.executable, "-m", "flowforge_pipeline.cli", "generate", "--backfill", START, END,
-         "--trades-per-second", "2", "--quotes-per-second", "4", "--seed", "11",
-         "--output", str(path)],
-        check=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "flowforge_pipeline.cli",
+            "generate",
+            "--backfill",
+            START,
+            END,
+            "--trades-per-second",
+            "2",
+            "--quotes-per-second",
+            "4",
+            "--seed",
+            "11",
+            "--output",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
     )
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -55,8 +69,12 @@ def _generate(path: Path) -> list[dict[str, Any]]:
 def _produce(settings: Settings, topics: dict[str, str], records: list[dict[str, Any]]) -> None:
     p = Producer({"bootstrap.servers": settings.kafka_servers, "linger.ms": 20})
     for r in records:
-        p.produce(topics[r["topic"]], key=r["key"].encode(), value=json.dumps(r["value"]).encode(),
-                  timestamp=r["timestamp"])
+        p.produce(
+            topics[r["topic"]],
+            key=r["key"].encode(),
+            value=json.dumps(r["value"]).encode(),
+            timestamp=r["timestamp"],
+        )
         p.poll(0)
     assert p.flush(60) == 0
 
@@ -82,8 +100,9 @@ def reconciled(
     r.flushdb()
     topics = {t.name: f"test-{tag}-{t.name}" for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)}
     ensure_topics(
-        settings, tuple(replace(t, name=topics[t.name]) for t in (TRADES_TOPIC, QUOTES_TOPIC,
-                                                                   DLQ_TOPIC)), partitions=3,
+        settings,
+        tuple(replace(t, name=topics[t.name]) for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)),
+        partitions=3,
     )
     workdir = tmp_path_factory.mktemp("pnl")
     records = _generate(workdir / "tape.jsonl")
@@ -93,7 +112,7 @@ def reconciled(
 
     env = {
         **os.environ,
-        **settings_env(settings),
+        **settings.as_env(),
         "PYTHONPATH": str(FACTORIES),
         "FF_TEST_TRADES": topics["trades"],
         "FF_TEST_QUOTES": topics["quotes"],
@@ -103,7 +122,9 @@ def reconciled(
     procs = {
         flow: subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", f"factories:{flow}()"],
-            env=env, stdout=(workdir / f"{flow}.log").open("ab"), stderr=subprocess.STDOUT,
+            env=env,
+            stdout=(workdir / f"{flow}.log").open("ab"),
+            stderr=subprocess.STDOUT,
         )
         for flow in ("raw_sink", "positions")
     }
@@ -148,9 +169,7 @@ def test_last_day_pnl_equals_the_streamed_positions(
 ) -> None:
     settings, positions = reconciled
     stream = {
-        (account, p["symbol"]): book
-        for p in positions
-        for account, book in p["accounts"].items()
+        (account, p["symbol"]): book for p in positions for account, book in p["accounts"].items()
     }
     ch = client(settings)
     try:

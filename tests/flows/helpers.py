@@ -42,8 +42,9 @@ def heartbeat(symbol: str, at: timedelta) -> dict[str, Any]:
     return {"type": "heartbeat", "symbol": symbol, "event_time": iso(T0 + at)}
 
 
-def quote(n: int, symbol: str = "AAA", bid: float = 99.0, ask: float = 101.0,
-          at: timedelta = timedelta(0)) -> dict[str, Any]:
+def quote(
+    n: int, symbol: str = "AAA", bid: float = 99.0, ask: float = 101.0, at: timedelta = timedelta(0)
+) -> dict[str, Any]:
     return {
         "quote_id": f"42-{n}",
         "symbol": symbol,

@@ -48,16 +48,19 @@ def create_sql_views(base: Settings, payloads: dict[str, list[bytes]]) -> Settin
     settings = schema_settings(base, schema)
     with psycopg.connect(settings.postgres, autocommit=True) as conn:
         for name in ("trades_raw", "quotes_raw"):
-            conn.execute(sql.SQL("CREATE TABLE {} (data jsonb NOT NULL)").format(
-                sql.Identifier(name)))
-            with conn.cursor() as cur, cur.copy(
-                sql.SQL("COPY {} (data) FROM STDIN").format(sql.Identifier(name))
-            ) as copy:
+            conn.execute(
+                sql.SQL("CREATE TABLE {} (data jsonb NOT NULL)").format(sql.Identifier(name))
+            )
+            with (
+                conn.cursor() as cur,
+                cur.copy(sql.SQL("COPY {} (data) FROM STDIN").format(sql.Identifier(name))) as copy,
+            ):
                 for p in payloads[name.removesuffix("_raw")]:
                     copy.write_row((p.decode(),))
         for view in views():
-            conn.execute(sql.SQL("CREATE VIEW {} AS ").format(sql.Identifier(view.name))
-                         + sql.SQL(view.body))  # type: ignore[arg-type]
+            conn.execute(
+                sql.SQL("CREATE VIEW {} AS ").format(sql.Identifier(view.name)) + sql.SQL(view.body)
+            )  # type: ignore[arg-type]
     return settings
 
 
@@ -67,7 +70,8 @@ def read_table(settings: Settings, t: Table) -> dict[tuple[Any, ...], dict[str, 
     with psycopg.connect(settings.postgres, autocommit=True) as conn:
         rows = conn.execute(
             sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(sql.Identifier(c) for c in cols), sql.Identifier(t.name))
+                sql.SQL(", ").join(sql.Identifier(c) for c in cols), sql.Identifier(t.name)
+            )
         ).fetchall()
     out = {}
     for r in rows:
@@ -87,15 +91,24 @@ def assert_same_numbers(flow: Settings, views_: Settings) -> dict[str, int]:
                 if isinstance(value, float):
                     scale = max(1.0, abs(value))
                     assert got[key][col] == pytest.approx(value, rel=1e-7, abs=1e-6 * scale), (
-                        t.name, key, col)
+                        t.name,
+                        key,
+                        col,
+                    )
                 else:
                     assert got[key][col] == value, (t.name, key, col)
         counts[t.name] = len(want)
     return counts
 
 
-def generated(seed: int, start: str, minutes: int, symbols: set[str] | None = None,
-              tps: float = 10.0, qps: float = 50.0) -> dict[str, list[tuple[str, bytes]]]:
+def generated(
+    seed: int,
+    start: str,
+    minutes: int,
+    symbols: set[str] | None = None,
+    tps: float = 10.0,
+    qps: float = 50.0,
+) -> dict[str, list[tuple[str, bytes]]]:
     """The generator's tape over a window: per topic, (key, value) in tape order."""
     from datetime import datetime, timedelta
 

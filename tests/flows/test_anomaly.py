@@ -13,24 +13,35 @@ def _run(msgs: list) -> tuple[list, list, list]:
     alerts: list = []
     rows: list = []
     dead: list = []
-    flow = anomaly.build(TestingSource(msgs), TestingSink(alerts), TestingSink(rows),
-                         TestingSink(dead), symbols=SYMBOLS, limits=LIMITS, flush_size=10,
-                         max_wait=timedelta(seconds=1))
+    flow = anomaly.build(
+        TestingSource(msgs),
+        TestingSink(alerts),
+        TestingSink(rows),
+        TestingSink(dead),
+        symbols=SYMBOLS,
+        limits=LIMITS,
+        flush_size=10,
+        max_wait=timedelta(seconds=1),
+    )
     run_main(flow)
     return [json.loads(m.value) for m in alerts], rows, dead
 
 
 def _calm(n: int) -> list:
-    return [quote(i, bid=99.0 + 0.001 * (i % 3), ask=101.0 + 0.001 * (i % 3),
-                  at=timedelta(seconds=i)) for i in range(n)]
+    return [
+        quote(i, bid=99.0 + 0.001 * (i % 3), ask=101.0 + 0.001 * (i % 3), at=timedelta(seconds=i))
+        for i in range(n)
+    ]
 
 
 def test_no_alert_during_warmup_then_spread_and_crossed() -> None:
     qs = [quote(0, bid=90.0, ask=110.0)]  # 10x spread before the baseline exists: silent
     qs += _calm(200)[1:]
-    qs += [quote(500, bid=94.0, ask=106.0, at=timedelta(seconds=200)),  # 6x spread
-           quote(501, bid=94.0, ask=106.0, at=timedelta(seconds=201)),  # same episode
-           quote(502, bid=101.0, ask=100.0, at=timedelta(seconds=202))]  # crossed
+    qs += [
+        quote(500, bid=94.0, ask=106.0, at=timedelta(seconds=200)),  # 6x spread
+        quote(501, bid=94.0, ask=106.0, at=timedelta(seconds=201)),  # same episode
+        quote(502, bid=101.0, ask=100.0, at=timedelta(seconds=202)),
+    ]  # crossed
     alerts, rows, dead = _run(messages("quotes", qs))
     kinds = [a["alert_type"] for a in alerts]
     assert kinds == ["spread_blowout", "crossed_book"]
@@ -44,10 +55,17 @@ def test_no_alert_during_warmup_then_spread_and_crossed() -> None:
 
 
 def test_fat_finger_and_bad_input_goes_to_dead_letters() -> None:
-    msgs = messages("quotes", _calm(30)) + messages("trades", [
-        trade(1, price=101.0, at=timedelta(seconds=30)),
-        trade(2, price=110.0, at=timedelta(seconds=31)),  # 9.9% outside the quote
-    ]) + messages("trades", [b"{not json"], first_offset=9)
+    msgs = (
+        messages("quotes", _calm(30))
+        + messages(
+            "trades",
+            [
+                trade(1, price=101.0, at=timedelta(seconds=30)),
+                trade(2, price=110.0, at=timedelta(seconds=31)),  # 9.9% outside the quote
+            ],
+        )
+        + messages("trades", [b"{not json"], first_offset=9)
+    )
     alerts, _, dead = _run(msgs)
     assert [a["alert_type"] for a in alerts] == ["fat_finger"]
     assert alerts[0]["alert_id"] == "AAA-fat_finger-20240304T100031.000000"
@@ -62,10 +80,13 @@ def test_severity_grades() -> None:
 
 def test_stale_quote_seen_from_a_trade_outside_the_frozen_quote() -> None:
     # a quote a second for 100 s, then the book freezes while trades walk away from it
-    msgs = messages("quotes", _calm(100)) + messages("trades", [
-        trade(1, price=100.5, at=timedelta(seconds=101)),  # inside the old quote: no alert
-        trade(2, price=101.2, at=timedelta(seconds=101.5)),  # outside, quote 2.5 gaps old
-    ])
+    msgs = messages("quotes", _calm(100)) + messages(
+        "trades",
+        [
+            trade(1, price=100.5, at=timedelta(seconds=101)),  # inside the old quote: no alert
+            trade(2, price=101.2, at=timedelta(seconds=101.5)),  # outside, quote 2.5 gaps old
+        ],
+    )
     alerts, _, _ = _run(msgs)
     assert [a["alert_type"] for a in alerts] == ["stale_quote"]
     assert alerts[0]["event_time"].startswith("2024-03-04T10:01:41.5")
@@ -73,8 +94,11 @@ def test_stale_quote_seen_from_a_trade_outside_the_frozen_quote() -> None:
 
 
 def test_trade_outside_a_fresh_quote_is_not_stale() -> None:
-    msgs = messages("quotes", _calm(100)) + messages("trades", [
-        trade(1, price=101.2, at=timedelta(seconds=99, milliseconds=500)),  # half a gap old
-    ])
+    msgs = messages("quotes", _calm(100)) + messages(
+        "trades",
+        [
+            trade(1, price=101.2, at=timedelta(seconds=99, milliseconds=500)),  # half a gap old
+        ],
+    )
     alerts, _, _ = _run(msgs)
     assert alerts == []

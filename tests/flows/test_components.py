@@ -6,7 +6,6 @@ from flowforge_pipeline.flows.components import (
     FLOW_COMPONENTS,
     metrics_port,
     prepare_recovery,
-    settings_env,
 )
 from flowforge_pipeline.settings import Settings
 from flowforge_pipeline.stack.components import UpOptions
@@ -17,7 +16,7 @@ def test_every_flow_is_registered_after_the_services() -> None:
     names = [c.name for c in COMPONENTS]
     flows = [c.name for c in FLOW_COMPONENTS]
     first = names.index(flows[0])
-    assert names[first:first + len(flows)] == flows
+    assert names[first : first + len(flows)] == flows
     assert all(c.stage == "service" for c in COMPONENTS[:first])
     assert all(c.stage == "app" for c in FLOW_COMPONENTS)
 
@@ -45,9 +44,13 @@ def test_recovery_dir_is_created_once(tmp_path: Path) -> None:
 
 
 def test_child_env_round_trips_settings_and_ports_differ(tmp_path: Path) -> None:
-    settings = Settings(FLOWFORGE_STATE_DIR=str(tmp_path), LOCAL_REDIS_PORT=23456,
-                        CLICKHOUSE_PASSWORD="pw", LOCAL_FLOW_METRICS_PORT=30000)
-    again = Settings(**settings_env(settings))
+    settings = Settings(
+        FLOWFORGE_STATE_DIR=str(tmp_path),
+        LOCAL_REDIS_PORT=23456,
+        CLICKHOUSE_PASSWORD="pw",
+        LOCAL_FLOW_METRICS_PORT=30000,
+    )
+    again = Settings(**settings.as_env())
     assert again == settings
     ports = {metrics_port(settings, c.name.removeprefix("flow-")) for c in FLOW_COMPONENTS}
     assert ports == set(range(30000, 30000 + len(FLOW_COMPONENTS)))

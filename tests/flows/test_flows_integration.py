@@ -37,7 +37,6 @@ from flowforge_pipeline.contract.catalog import (
     TRADES_TOPIC,
     VWAP_KEY,
 )
-from flowforge_pipeline.flows.components import settings_env
 from flowforge_pipeline.settings import Settings
 from flowforge_pipeline.stores import clickhouse as ch_store
 from flowforge_pipeline.stores.kafka import ensure_topics
@@ -85,7 +84,7 @@ class Env:
             extra = ["-i", str(cluster[0]), "-a", cluster[1]]
         env = {
             **os.environ,
-            **settings_env(self.settings),
+            **self.settings.as_env(),
             "PYTHONPATH": str(HERE),
             "FF_TEST_TRADES": self.trades,
             "FF_TEST_QUOTES": self.quotes,
@@ -98,7 +97,9 @@ class Env:
         log = (self.workdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", f"factories:{flow}()", *extra],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def kill(self, flow: str) -> None:
@@ -129,8 +130,14 @@ def env(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
         tuple(replace(t, name=names[t.name]) for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)),
         partitions=3,
     )
-    e = Env(settings, names["trades"], names["quotes"], names["dlq"],
-            [f"S{tag[:5].upper()}{i}" for i in range(3)], tmp_path_factory.mktemp("flows"))
+    e = Env(
+        settings,
+        names["trades"],
+        names["quotes"],
+        names["dlq"],
+        [f"S{tag[:5].upper()}{i}" for i in range(3)],
+        tmp_path_factory.mktemp("flows"),
+    )
     yield e
     e.stop_all()
 
@@ -154,16 +161,31 @@ def make_tape(symbols: list[str], seconds: int, seed: int = 3) -> Tape:
             t += rng.expovariate(1.5)
             price = round(price * math.exp(rng.gauss(0, 0.0005)), 2)
             when = T0 + timedelta(seconds=t)
-            trades.append({
-                "type": "trade", "trade_id": f"{sym}-{n}", "symbol": sym, "price": price,
-                "quantity": float(rng.randint(1, 20)), "side": rng.choice(["buy", "sell"]),
-                "account": f"acct-{rng.randint(1, 4)}", "venue": "XTST", "event_time": iso(when),
-            })
+            trades.append(
+                {
+                    "type": "trade",
+                    "trade_id": f"{sym}-{n}",
+                    "symbol": sym,
+                    "price": price,
+                    "quantity": float(rng.randint(1, 20)),
+                    "side": rng.choice(["buy", "sell"]),
+                    "account": f"acct-{rng.randint(1, 4)}",
+                    "venue": "XTST",
+                    "event_time": iso(when),
+                }
+            )
             if n % 5 == 0:
-                quotes.append({
-                    "quote_id": f"{sym}-q{n}", "symbol": sym, "bid": price - 0.01,
-                    "ask": price + 0.01, "bid_size": 5.0, "ask_size": 6.0, "event_time": iso(when),
-                })
+                quotes.append(
+                    {
+                        "quote_id": f"{sym}-q{n}",
+                        "symbol": sym,
+                        "bid": price - 0.01,
+                        "ask": price + 0.01,
+                        "bid_size": 5.0,
+                        "ask_size": 6.0,
+                        "event_time": iso(when),
+                    }
+                )
             n += 1
     trades.sort(key=lambda x: x["event_time"])
     quotes.sort(key=lambda x: x["event_time"])
@@ -185,8 +207,12 @@ def make_tape(symbols: list[str], seconds: int, seed: int = 3) -> Tape:
     return Tape(trades, quotes, bad_trades, bad_quotes)
 
 
-def produce(settings: Settings, topic: str, records: list[bytes | dict[str, Any]],
-            key: Callable[[Any], bytes]) -> None:
+def produce(
+    settings: Settings,
+    topic: str,
+    records: list[bytes | dict[str, Any]],
+    key: Callable[[Any], bytes],
+) -> None:
     p = Producer({"bootstrap.servers": settings.kafka_servers, "linger.ms": 20})
     for r in records:
         value = r if isinstance(r, bytes) else json.dumps(r).encode()
@@ -209,8 +235,14 @@ def wait_for(what: str, check: Callable[[], bool], env: Env, timeout: float = 12
 
 
 def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    c = Consumer({"bootstrap.servers": settings.kafka_servers, "group.id": "unused",
-                  "enable.partition.eof": True, "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_servers,
+            "group.id": "unused",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
     c.assign([TopicPartition(topic, p, 0) for p in range(3)])
     out, eof = [], set()
     deadline = time.monotonic() + 30
@@ -247,9 +279,11 @@ def test_backfilled_hour_with_crashes_and_bad_input(env: Env) -> None:
     tape = make_tape(env.symbols, seconds=3600)
     half = T0 + timedelta(minutes=30)
     first = [t for t in tape.trades if t["event_time"] < iso(half)]
-    second = tape.trades[len(first):]
-    closing = [{"type": "heartbeat", "symbol": sym, "event_time": iso(T0 + timedelta(minutes=62))}
-               for sym in env.symbols]
+    second = tape.trades[len(first) :]
+    closing = [
+        {"type": "heartbeat", "symbol": sym, "event_time": iso(T0 + timedelta(minutes=62))}
+        for sym in env.symbols
+    ]
     ch = ch_store.client(s)
     r = redis_lib.Redis.from_url(s.redis, decode_responses=True)
     broadcasts = Broadcasts(s)
@@ -278,16 +312,31 @@ def test_backfilled_hour_with_crashes_and_bad_input(env: Env) -> None:
 
     produce(s, env.trades, second + closing, _key)
     n_trades, n_quotes = len(tape.trades), len(tape.quotes)
-    wait_for("raw tables", lambda: count("raw_trades") == n_trades
-             and count("raw_quotes") == n_quotes, env)
+    wait_for(
+        "raw tables",
+        lambda: count("raw_trades") == n_trades and count("raw_quotes") == n_quotes,
+        env,
+    )
     wait_for("12 windows per symbol", lambda: count("vwap_5min") >= 36, env)
-    wait_for("volatility up to the hour", lambda: int(ch.command(
-        "SELECT countIf(as_of >= toDateTime64('2024-06-03 10:00:00', 3, 'UTC')) "
-        "FROM rolling_volatility")) >= 6, env)
+    wait_for(
+        "volatility up to the hour",
+        lambda: (
+            int(
+                ch.command(
+                    "SELECT countIf(as_of >= toDateTime64('2024-06-03 10:00:00', 3, 'UTC')) "
+                    "FROM rolling_volatility"
+                )
+            )
+            >= 6
+        ),
+        env,
+    )
 
-    signed = dict(ch.query(
-        "SELECT symbol, sum(if(side = 'buy', quantity, -quantity)) FROM raw_trades GROUP BY symbol"
-    ).result_rows)
+    signed = dict(
+        ch.query(
+            "SELECT symbol, sum(if(side = 'buy', quantity, -quantity)) FROM raw_trades GROUP BY symbol"
+        ).result_rows
+    )
 
     def positions_match() -> bool:
         for sym in env.symbols:
@@ -339,8 +388,16 @@ def test_backfilled_hour_with_crashes_and_bad_input(env: Env) -> None:
     assert len(bad_positions) == len(tape.bad_trades) + len(tape.bad_quotes)
     assert {d["payload"].encode() for d in raw_dlq} == set(tape.bad_trades + tape.bad_quotes)
     reasons = {d["reason"].split(":")[0] for d in raw_dlq}
-    assert reasons == {"invalid_json", "missing_field", "not_positive", "unknown_symbol",
-                       "wrong_type", "not_finite", "bad_event_time", "crossed_quote"}
+    assert reasons == {
+        "invalid_json",
+        "missing_field",
+        "not_positive",
+        "unknown_symbol",
+        "wrong_type",
+        "not_finite",
+        "bad_event_time",
+        "crossed_quote",
+    }
     for flow in ("vwap", "volatility", "positions"):
         got = {d["offset"] for d in dlq if d["flow"] == flow and d["reason"] != "late"}
         assert len(got) >= 1
@@ -358,8 +415,7 @@ def test_backfilled_hour_with_crashes_and_bad_input(env: Env) -> None:
     env.assert_running()
 
 
-def test_vwap_with_two_processes_equals_the_tape(stack_settings: Settings,
-                                                  tmp_path: Path) -> None:
+def test_vwap_with_two_processes_equals_the_tape(stack_settings: Settings, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     settings = stack_settings.model_copy(update={"clickhouse_database": f"scale_{tag}"})
     init_clickhouse(settings)
@@ -369,8 +425,10 @@ def test_vwap_with_two_processes_equals_the_tape(stack_settings: Settings,
     symbols = [f"P{tag[:5].upper()}{i}" for i in range(4)]
     e = Env(settings, trades, f"{trades}-q", f"{trades}-dlq", symbols, tmp_path)
     tape = make_tape(symbols, seconds=1200, seed=11).trades
-    closing = [{"type": "heartbeat", "symbol": sym, "event_time": iso(T0 + timedelta(minutes=27))}
-               for sym in symbols]
+    closing = [
+        {"type": "heartbeat", "symbol": sym, "event_time": iso(T0 + timedelta(minutes=27))}
+        for sym in symbols
+    ]
     expected: dict[tuple[str, datetime], list[float]] = {}
     for t in tape:
         ts = datetime.fromisoformat(t["event_time"])
@@ -385,8 +443,11 @@ def test_vwap_with_two_processes_equals_the_tape(stack_settings: Settings,
         e.start("vwap", cluster=(0, addresses))
         e.start("vwap", cluster=(1, addresses))
         ch = ch_store.client(settings)
-        wait_for("every window",
-                 lambda: int(ch.command("SELECT count() FROM vwap_5min")) >= len(expected), e)
+        wait_for(
+            "every window",
+            lambda: int(ch.command("SELECT count() FROM vwap_5min")) >= len(expected),
+            e,
+        )
         time.sleep(1.0)  # a doubled row, if any, would land now
         rows = ch.query("SELECT symbol, window_start, vwap, trade_count FROM vwap_5min").result_rows
     finally:
@@ -398,8 +459,9 @@ def test_vwap_with_two_processes_equals_the_tape(stack_settings: Settings,
         assert abs(vwap - notional / volume) / vwap <= 1e-9
 
 
-def test_thousand_malformed_among_hundred_thousand_valid(stack_settings: Settings,
-                                                         tmp_path: Path) -> None:
+def test_thousand_malformed_among_hundred_thousand_valid(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
     tag = uuid.uuid4().hex[:8]
     settings = stack_settings.model_copy(update={"clickhouse_database": f"bad_{tag}"})
     init_clickhouse(settings)
@@ -416,8 +478,10 @@ def test_thousand_malformed_among_hundred_thousand_valid(stack_settings: Setting
     assert len(valid) == 100_000
     kinds = base.bad_trades[:7]  # one of each kind of malformed trade
     # made unique without changing what is wrong with them
-    bad = [b'{"n": %d, ' % i + k[1:] if k.startswith(b'{"') else k + b" %d" % i
-           for i, k in ((i, kinds[i % 7]) for i in range(1_000))]
+    bad = [
+        b'{"n": %d, ' % i + k[1:] if k.startswith(b'{"') else k + b" %d" % i
+        for i, k in ((i, kinds[i % 7]) for i in range(1_000))
+    ]
     rng = random.Random(9)
     mixed: list[bytes | dict[str, Any]] = list(valid)
     for b in bad:
@@ -426,8 +490,11 @@ def test_thousand_malformed_among_hundred_thousand_valid(stack_settings: Setting
     ch = ch_store.client(settings)
     try:
         e.start("raw_sink")
-        wait_for("all valid trades stored",
-                 lambda: int(ch.command("SELECT count() FROM raw_trades")) >= len(valid), e)
+        wait_for(
+            "all valid trades stored",
+            lambda: int(ch.command("SELECT count() FROM raw_trades")) >= len(valid),
+            e,
+        )
 
         def dead_letters() -> list[dict[str, Any]]:
             return [d for d in read_topic(settings, e.dlq) if d["flow"] == "raw_sink"]
@@ -443,5 +510,11 @@ def test_thousand_malformed_among_hundred_thousand_valid(stack_settings: Setting
     assert len({(d["partition"], d["offset"]) for d in letters}) == len(bad)
     assert {d["payload"].encode() for d in letters} == set(bad)
     assert {d["reason"].split(":")[0] for d in letters} == {
-        "invalid_json", "missing_field", "not_positive", "unknown_symbol", "wrong_type",
-        "not_finite", "bad_event_time"}
+        "invalid_json",
+        "missing_field",
+        "not_positive",
+        "unknown_symbol",
+        "wrong_type",
+        "not_finite",
+        "bad_event_time",
+    }

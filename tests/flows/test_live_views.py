@@ -20,8 +20,9 @@ from flows.live_views_support import (
 )
 
 
-def _run(settings: Settings, msgs: list, workers: int = 1,
-         symbols: frozenset[str] = SYMBOLS) -> list:
+def _run(
+    settings: Settings, msgs: list, workers: int = 1, symbols: frozenset[str] = SYMBOLS
+) -> list:
     dead: list = []
     flow = live_views.build(
         TestingSource(msgs, batch_size=2000),
@@ -38,15 +39,21 @@ def _run(settings: Settings, msgs: list, workers: int = 1,
 
 def test_rows_exact(stack_settings: Settings) -> None:
     _, settings = create_schema(stack_settings)
-    msgs = messages("trades", [
-        trade(1, quantity=10, price=100.0, account="a"),
-        trade(2, quantity=4, price=110.0, side="sell", account="a"),
-        trade(3, quantity=5, price=50.0, side="sell", account="b", at=timedelta(seconds=1)),
-    ]) + messages("quotes", [
-        quote(1, bid=104.0, ask=106.0, at=timedelta(seconds=2)),
-        quote(2, bid=1.0, ask=2.0, at=timedelta(seconds=1)),  # older: not the live quote
-        quote(3, bid=107.0, ask=106.0, at=timedelta(seconds=3)),  # crossed: dead letter
-    ])
+    msgs = messages(
+        "trades",
+        [
+            trade(1, quantity=10, price=100.0, account="a"),
+            trade(2, quantity=4, price=110.0, side="sell", account="a"),
+            trade(3, quantity=5, price=50.0, side="sell", account="b", at=timedelta(seconds=1)),
+        ],
+    ) + messages(
+        "quotes",
+        [
+            quote(1, bid=104.0, ask=106.0, at=timedelta(seconds=2)),
+            quote(2, bid=1.0, ask=2.0, at=timedelta(seconds=1)),  # older: not the live quote
+            quote(3, bid=107.0, ask=106.0, at=timedelta(seconds=3)),  # crossed: dead letter
+        ],
+    )
     dead = _run(settings, msgs)
     assert [d.code for d in dead] == ["crossed_quote"]
     q = read_table(settings, LIVE_QUOTES)[("AAA",)]
@@ -75,11 +82,12 @@ def test_flow_equals_materialize_sql_on_generated_tape(
     for topic, recs in tape.items():
         for partition in range(3):
             part = [v for k, v in recs if hash(k) % 3 == partition]
-            msgs += [KafkaSourceMessage(key=b"k", value=v, topic=topic, partition=partition,
-                                        offset=i) for i, v in enumerate(part)]
+            msgs += [
+                KafkaSourceMessage(key=b"k", value=v, topic=topic, partition=partition, offset=i)
+                for i, v in enumerate(part)
+            ]
     _, flow_settings = create_schema(stack_settings)
-    dead = _run(flow_settings, msgs, workers,
-                frozenset(i.symbol for i in load_instruments()))
+    dead = _run(flow_settings, msgs, workers, frozenset(i.symbol for i in load_instruments()))
     assert dead == []
     view_settings = create_sql_views(stack_settings, values_only(tape))
     counts = assert_same_numbers(flow_settings, view_settings)

@@ -36,7 +36,6 @@ from flowforge_pipeline.contract.catalog import (
 )
 from flowforge_pipeline.flows import live_views
 from flowforge_pipeline.flows.common import kafka_source
-from flowforge_pipeline.flows.components import settings_env
 from flowforge_pipeline.generator.instruments import load_instruments
 from flowforge_pipeline.settings import Settings, get_settings
 from flowforge_pipeline.sinks.kafka import DeadLetterSink
@@ -73,8 +72,9 @@ def _produce(settings: Settings, topic: str, records: list[tuple[str, bytes]]) -
     assert p.flush(30) == 0
 
 
-def _wait(what: str, check: Callable[[], bool], proc: subprocess.Popen, log: Path,
-          timeout: float = 180) -> None:
+def _wait(
+    what: str, check: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 180
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert proc.poll() is None, f"flow exited:\n{log.read_text(errors='replace')[-3000:]}"
@@ -90,27 +90,36 @@ def _same(got: Settings, want: Settings) -> bool:
     return True
 
 
-def test_live_tables_survive_sigkill_and_restart(stack_settings: Settings,
-                                                   tmp_path: Path) -> None:
+def test_live_tables_survive_sigkill_and_restart(stack_settings: Settings, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     names = {t.name: f"test-{tag}-{t.name}" for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)}
-    ensure_topics(stack_settings, tuple(replace(t, name=names[t.name])
-                                        for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)),
-                  partitions=3)
+    ensure_topics(
+        stack_settings,
+        tuple(replace(t, name=names[t.name]) for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)),
+        partitions=3,
+    )
     symbols = frozenset(i.symbol for i in load_instruments())
     tape = generated(seed=5, start="2026-11-25T14:30:00+00:00", minutes=8)
     first = {topic: recs[: len(recs) // 2] for topic, recs in tape.items()}
-    second = {topic: recs[len(recs) // 2:] for topic, recs in tape.items()}
+    second = {topic: recs[len(recs) // 2 :] for topic, recs in tape.items()}
 
     # the uninterrupted computation: the same events in one in-process run
     _, want = create_schema(stack_settings)
-    msgs = [KafkaSourceMessage(key=k.encode(), value=v, topic=topic, partition=0, offset=i)
-            for topic, recs in tape.items() for i, (k, v) in enumerate(recs)]
+    msgs = [
+        KafkaSourceMessage(key=k.encode(), value=v, topic=topic, partition=0, offset=i)
+        for topic, recs in tape.items()
+        for i, (k, v) in enumerate(recs)
+    ]
     msgs.sort(key=lambda m: m.value.split(b'"event_time":"', 1)[1][:26])
     dead: list = []
-    run_main(live_views.build(TestingSource(msgs, batch_size=2000),
-                              PostgresUpsertSink(want, live_views.FLOW), TestingSink(dead),
-                              symbols=symbols))
+    run_main(
+        live_views.build(
+            TestingSource(msgs, batch_size=2000),
+            PostgresUpsertSink(want, live_views.FLOW),
+            TestingSink(dead),
+            symbols=symbols,
+        )
+    )
     assert dead == []
 
     _, got = create_schema(stack_settings)
@@ -120,20 +129,31 @@ def test_live_tables_survive_sigkill_and_restart(stack_settings: Settings,
     log = tmp_path / "live_views.log"
     env = {
         **os.environ,
-        **settings_env(got),
+        **got.as_env(),
         "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
         "FF_TEST_TRADES": names["trades"],
         "FF_TEST_QUOTES": names["quotes"],
         "FF_TEST_DLQ": names["dlq"],
         "FF_TEST_SYMBOLS": ",".join(sorted(symbols)),
     }
-    argv = [sys.executable, "-m", "bytewax.run", "test_live_views_restart:restart_flow()",
-            "-r", str(recovery), "-s", "1", "-b", "0"]
+    argv = [
+        sys.executable,
+        "-m",
+        "bytewax.run",
+        "test_live_views_restart:restart_flow()",
+        "-r",
+        str(recovery),
+        "-s",
+        "1",
+        "-b",
+        "0",
+    ]
 
     def start() -> subprocess.Popen:
         with log.open("ab") as out:
-            return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=tmp_path)
+            return subprocess.Popen(
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path
+            )
 
     def positions() -> int:
         return len(read_table(got, LIVE_POSITIONS))
@@ -157,8 +177,7 @@ def test_live_tables_survive_sigkill_and_restart(stack_settings: Settings,
         for topic, recs in second.items():
             _produce(stack_settings, names[topic], recs)
         proc = start()
-        _wait("the live tables to match the uninterrupted run", lambda: _same(got, want),
-              proc, log)
+        _wait("the live tables to match the uninterrupted run", lambda: _same(got, want), proc, log)
         # the second execution resumed from a snapshot (state restored, not rebuilt)
         assert recovery_value("SELECT count(*) FROM exs") == 2
         assert recovery_value("SELECT max(resume_epoch) FROM exs") > 1

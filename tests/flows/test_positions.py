@@ -33,7 +33,8 @@ def _run(payloads: list, workers: int = 1, batch_size: int = 1) -> dict:
     dead: list = []
     flow = positions.build(
         TestingSource(messages("trades", payloads), batch_size=batch_size),
-        TestingSink(out), TestingSink(dead),
+        TestingSink(out),
+        TestingSink(dead),
         symbols=SYMBOLS,
     )
     if workers == 1:
@@ -67,16 +68,23 @@ def test_net_position_per_symbol_and_account(workers: int) -> None:
 def test_whole_input_batches_end_in_the_values_of_single_records(workers: int) -> None:
     payloads: list = []
     for i in range(400):
-        payloads.append(trade(
-            i, symbol="AAA" if i % 3 else "BBB", quantity=1 + i % 7, price=100.0 + (i % 11),
-            side="sell" if i % 4 == 0 else "buy", account=f"acct-{i % 5}",
-            at=timedelta(seconds=i),
-        ))
+        payloads.append(
+            trade(
+                i,
+                symbol="AAA" if i % 3 else "BBB",
+                quantity=1 + i % 7,
+                price=100.0 + (i % 11),
+                side="sell" if i % 4 == 0 else "buy",
+                account=f"acct-{i % 5}",
+                at=timedelta(seconds=i),
+            )
+        )
         if i % 50 == 0:
             payloads.append(heartbeat("AAA", timedelta(seconds=i)))
 
     def books(latest: dict) -> dict:
-        return {k: {f: v for f, v in value.items() if f != "updated_at"}
-                for k, value in latest.items()}
+        return {
+            k: {f: v for f, v in value.items() if f != "updated_at"} for k, value in latest.items()
+        }
 
     assert books(_run(payloads, workers, batch_size=64)) == books(_run(payloads, 1))

@@ -51,7 +51,9 @@ def test_bad_records_are_dead_lettered_and_the_rest_stored() -> None:
     )
     batches, dead = _run(items)
     assert sorted(d.reason.split(":")[0] for d in dead) == [
-        "crossed_quote", "invalid_json", "not_positive"
+        "crossed_quote",
+        "invalid_json",
+        "not_positive",
     ]
     assert sorted(r[0] for b in batches for r in b.rows) == ["42-1", "42-3"]
 
@@ -62,15 +64,23 @@ def test_whole_input_batches_give_the_rows_and_dead_letters_of_single_records() 
     trades[200] = trade(200, symbol="ZZZ")
     quotes = [quote(i, at=timedelta(seconds=i)) for i in range(90)]
     items = messages("trades", trades, partition=1) + messages("quotes", quotes, partition=0)
-    items = [m for pair in zip(items[:300], items[300:] + [None] * 210, strict=True)
-             for m in pair if m is not None]
+    items = [
+        m
+        for pair in zip(items[:300], items[300:] + [None] * 210, strict=True)
+        for m in pair
+        if m is not None
+    ]
 
     def run(batch_size: int) -> tuple[dict[str, list], list[str]]:
         batches: list[RowBatch] = []
         dead: list[DeadLetter] = []
         flow = raw_sink.build(
-            TestingSource(items, batch_size=batch_size), TestingSink(batches),
-            TestingSink(dead), symbols=SYMBOLS, flush_size=50, max_wait=timedelta(seconds=30),
+            TestingSource(items, batch_size=batch_size),
+            TestingSink(batches),
+            TestingSink(dead),
+            symbols=SYMBOLS,
+            flush_size=50,
+            max_wait=timedelta(seconds=30),
         )
         run_main(flow)
         rows: dict[str, list] = {}
@@ -81,8 +91,14 @@ def test_whole_input_batches_give_the_rows_and_dead_letters_of_single_records() 
     single_rows, single_dead = run(1)
     batch_rows_, batch_dead = run(64)
     assert batch_rows_ == single_rows
-    assert batch_dead == single_dead == sorted(
-        ["17:invalid_json: Expecting property name enclosed in double quotes",
-         "200:unknown_symbol: ZZZ"]
+    assert (
+        batch_dead
+        == single_dead
+        == sorted(
+            [
+                "17:invalid_json: Expecting property name enclosed in double quotes",
+                "200:unknown_symbol: ZZZ",
+            ]
+        )
     )
     assert len(single_rows["raw_trades"]) == 298 and len(single_rows["raw_quotes"]) == 90

@@ -38,15 +38,19 @@ def _trade_bytes(**change: object) -> bytes:
         (_trade_bytes(price=...), "missing_field: price"),
         (_trade_bytes(price="12.5"), "wrong_type: price must be a number"),
         (_trade_bytes(quantity=True), "wrong_type: quantity must be a number"),
-        (b'{"type":"trade","trade_id":"1","symbol":"AAA","price":NaN,"quantity":1,'
-         b'"side":"buy","account":"a","venue":"v","event_time":"2024-01-01T00:00:00+00:00"}',
-         "not_finite: price"),
+        (
+            b'{"type":"trade","trade_id":"1","symbol":"AAA","price":NaN,"quantity":1,'
+            b'"side":"buy","account":"a","venue":"v","event_time":"2024-01-01T00:00:00+00:00"}',
+            "not_finite: price",
+        ),
         (_trade_bytes(price=0), "not_positive: price"),
         (_trade_bytes(quantity=-3), "not_positive: quantity"),
         (_trade_bytes(symbol="ZZZ"), "unknown_symbol: ZZZ"),
         (_trade_bytes(side="hold"), "bad_value: side must be 'buy' or 'sell'"),
-        (_trade_bytes(event_time="2024-01-01T00:00:00"),
-         "bad_event_time: event_time has no UTC offset"),
+        (
+            _trade_bytes(event_time="2024-01-01T00:00:00"),
+            "bad_event_time: event_time has no UTC offset",
+        ),
         (_trade_bytes(event_time="yesterday"), "bad_event_time"),
         (_trade_bytes(type="cancel"), "unknown_type: cancel"),
         (_trade_bytes(schema_version=2), "bad_value: unsupported schema_version 2"),
@@ -73,15 +77,20 @@ def test_valid_trade_and_heartbeat() -> None:
 
 
 def test_offset_event_time_is_converted_to_utc() -> None:
-    t = parse_trade(_msg(_trade_bytes(event_time="2024-03-04T12:00:00.000000+02:00")),
-                    flow="t", symbols=SYMBOLS)
+    t = parse_trade(
+        _msg(_trade_bytes(event_time="2024-03-04T12:00:00.000000+02:00")), flow="t", symbols=SYMBOLS
+    )
     assert isinstance(t, Trade) and t.event_time == T0
 
 
 @pytest.mark.parametrize(
     ("bid", "ask", "reason"),
-    [(101.0, 100.0, "crossed_quote"), (100.0, 100.0, "crossed_quote"),
-     (math.inf, 100.0, "not_finite: bid"), (-1.0, 100.0, "not_positive: bid")],
+    [
+        (101.0, 100.0, "crossed_quote"),
+        (100.0, 100.0, "crossed_quote"),
+        (math.inf, 100.0, "not_finite: bid"),
+        (-1.0, 100.0, "not_positive: bid"),
+    ],
 )
 def test_bad_quotes(bid: float, ask: float, reason: str) -> None:
     value = json.dumps(quote(1, bid=bid, ask=ask)).encode()

@@ -21,8 +21,12 @@ def _run(payloads: list, workers: int = 1, batch_size: int = 1):
     dead: list = []
     flow = volatility.build(
         TestingSource(messages("trades", payloads), batch_size=batch_size),
-        TestingSink(rows), TestingSink(latest),
-        TestingSink(dead), minutes_per_year=MPY, lateness=S, flush_size=50,
+        TestingSink(rows),
+        TestingSink(latest),
+        TestingSink(dead),
+        minutes_per_year=MPY,
+        lateness=S,
+        flush_size=50,
         max_wait=timedelta(seconds=30),
     )
     if workers == 1:
@@ -75,8 +79,11 @@ def test_volatility_equals_independent_numpy_computation() -> None:
     checked = 0
     for sym in ("AAA", "BBB"):
         expected = _expected(tape, sym)
-        got = {(str(np.datetime64(r[2].replace(tzinfo=None))), r[1]): (r[3], r[4])
-               for r in table if r[0] == sym}
+        got = {
+            (str(np.datetime64(r[2].replace(tzinfo=None))), r[1]): (r[3], r[4])
+            for r in table
+            if r[0] == sym
+        }
         assert set(got) == set(expected)
         for k, (vol, n) in expected.items():
             assert got[k][1] == n
@@ -93,8 +100,12 @@ def test_volatility_equals_independent_numpy_computation() -> None:
 
 
 def test_late_trade_for_a_closed_minute_is_dead_lettered() -> None:
-    payloads = [trade(1, price=100, at=10 * S), trade(2, price=101, at=70 * S),
-                trade(3, price=102, at=130 * S), trade(4, price=1, at=30 * S)]
+    payloads = [
+        trade(1, price=100, at=10 * S),
+        trade(2, price=101, at=70 * S),
+        trade(3, price=102, at=130 * S),
+        trade(4, price=1, at=30 * S),
+    ]
     table, _, dead = _run(payloads)
     assert [d.reason for d in dead] == ["late"]
     assert [(r[1], r[4]) for r in table] == [("1h", 1), ("24h", 1)]

@@ -76,8 +76,10 @@ def test_late_trade_is_dead_lettered_not_counted() -> None:
 
 
 def test_out_of_order_within_lateness_is_kept() -> None:
-    payloads = [trade(1, price=10.0, at=5 * M + 200 * timedelta(milliseconds=1)),
-                trade(2, price=20.0, at=5 * M - 300 * timedelta(milliseconds=1))]
+    payloads = [
+        trade(1, price=10.0, at=5 * M + 200 * timedelta(milliseconds=1)),
+        trade(2, price=20.0, at=5 * M - 300 * timedelta(milliseconds=1)),
+    ]
     table, _, dead = _run(payloads, lateness=S)
     assert dead == []
     assert [r[6] for r in table] == [1, 1]
@@ -93,8 +95,15 @@ def _tape(n: int) -> list:
     out = []
     for i in range(n):
         sym = "AAA" if i % 3 else "BBB"
-        out.append(trade(i, symbol=sym, price=100 + (i * 7919 % 101) / 10,
-                         quantity=1 + i % 5, at=i * 1300 * timedelta(milliseconds=1)))
+        out.append(
+            trade(
+                i,
+                symbol=sym,
+                price=100 + (i * 7919 % 101) / 10,
+                quantity=1 + i % 5,
+                at=i * 1300 * timedelta(milliseconds=1),
+            )
+        )
     return out
 
 
@@ -113,8 +122,9 @@ def test_whole_input_batches_give_the_windows_of_single_records(workers: int) ->
     payloads: list = []
     for i in range(600):
         sym = "AAA" if i % 3 else "BBB"
-        payloads.append(trade(i, symbol=sym, price=100.0 + i % 13, quantity=1 + i % 5,
-                              at=i * 2 * S))
+        payloads.append(
+            trade(i, symbol=sym, price=100.0 + i % 13, quantity=1 + i % 5, at=i * 2 * S)
+        )
         if i % 97 == 0:
             payloads.append(heartbeat("BBB", i * 2 * S))
     payloads.insert(450, trade(9999, price=1.0, at=0 * S))  # its window closed long ago

@@ -11,7 +11,7 @@ import click
 from flowforge_pipeline.anomaly.evaluate import evaluate
 
 
-class _UtcTime(click.ParamType):
+class _UtcTime(click.ParamType):  # type: ignore[type-arg]
     name = "time"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None

@@ -128,7 +128,7 @@ def run_flow(
         symbols=frozenset(i.symbol for i in instruments), limits=limits,
         flush_size=1000, max_wait=timedelta(seconds=1),
     )
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     seen = []
     for msg in alerts:
         obj = json.loads(msg.value)

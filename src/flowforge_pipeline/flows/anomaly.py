@@ -458,7 +458,7 @@ def from_settings(
     """The anomaly flow on the configured broker and stores."""
     return build(
         kafka_source(settings, [TRADES_TOPIC.name, QUOTES_TOPIC.name]),
-        KafkaSink(settings.kafka_servers.split(","), ALERTS_TOPIC.name),
+        KafkaSink(settings.kafka_servers.split(","), ALERTS_TOPIC.name),  # type: ignore[arg-type]
         ClickHouseSink(settings, FLOW, (ALERTS_SPEC,)),
         DeadLetterSink(settings),
         symbols=instruments().symbols,

@@ -12,15 +12,18 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from flowforge_pipeline.flows.common import recovery_dir
 from flowforge_pipeline.settings import LOCALHOST, Settings
 from flowforge_pipeline.stack.components import Component, UpOptions
 
 #: Flow modules in start order; the index fixes each flow's metrics port.
 FLOW_NAMES: tuple[str, ...] = (
-    "raw_sink", "vwap", "volatility", "positions", "live_views", "anomaly",
+    "raw_sink",
+    "vwap",
+    "volatility",
+    "positions",
+    "live_views",
+    "anomaly",
 )
 #: How long Bytewax keeps superseded snapshots; 0: only the latest consistent one matters.
 BACKUP_SECONDS = 0
@@ -29,21 +32,6 @@ BACKUP_SECONDS = 0
 def metrics_port(settings: Settings, flow: str) -> int:
     """The port a flow's `/metrics` answers on."""
     return settings.local_flow_metrics_port + FLOW_NAMES.index(flow)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Every setting as the environment variable it is read from, for a child process.
-
-    The flows run in their own processes and must see the same configuration as the `up`
-    that started them, including settings made in code (tests) rather than in the environment.
-    """
-    env: dict[str, str] = {}
-    for name, info in type(settings).model_fields.items():
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[info.alias or name.upper()] = str(value)
-    return env
 
 
 def api_dir(settings: Settings, flow: str) -> Path:
@@ -92,7 +80,7 @@ def _component(flow: str, description: str) -> Component:
 
     def env(settings: Settings) -> dict[str, str]:
         return {
-            **settings_env(settings),
+            **settings.as_env(),
             "BYTEWAX_DATAFLOW_API_ENABLED": "1",
             "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port(settings, flow)),
             # Bytewax writes dataflow.json into this directory; by default into the cwd.
