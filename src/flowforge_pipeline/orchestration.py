@@ -27,8 +27,6 @@ from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
 
-import click
-
 from flowforge_pipeline.dbt_runner import dbt_env
 from flowforge_pipeline.settings import LOCALHOST, Settings
 from flowforge_pipeline.stack.components import Component, UpOptions
@@ -206,10 +204,6 @@ def _ready(settings: Settings) -> None:
             raise RuntimeError(f"airflow {part} not healthy yet: {health.get(part)}")
 
 
-def _announce(settings: Settings) -> None:
-    click.echo(f"airflow UI   {ui_url(settings)}  ({login_hint(settings)})")
-
-
 AIRFLOW = Component(
     name="airflow",
     description="Airflow API server, scheduler and DAG processor (DAG flowforge_dbt)",
@@ -217,7 +211,6 @@ AIRFLOW = Component(
     argv=_argv,
     ready=_ready,
     prepare=_prepare,
-    after_ready=_announce,
     env=airflow_env,
     port=lambda s: s.local_airflow_port,
     port_setting="LOCAL_AIRFLOW_PORT",
