@@ -7,6 +7,7 @@ through without knowing how they are spelled.
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +24,6 @@ from flowforge_pipeline.generator.producer import DeliveryError, open_sink
 from flowforge_pipeline.generator.tape import HEARTBEAT_CHOICES, Tape, to_us
 from flowforge_pipeline.settings import get_settings
 from flowforge_pipeline.stores.kafka import BrokerUnavailable
-
-
-class Stop(Exception):  # noqa: N818 - a signal, not an error
-    """SIGTERM arrived: stop like Ctrl-C (flush, report, exit 0)."""
 
 
 def parse_time(value: str, name: str) -> datetime:
@@ -168,9 +165,11 @@ def generate(**opts: Any) -> None:
         settings.generator_quotes_per_second,
     )
     counts = Counts()
+    stop = threading.Event()
 
     def _terminate(_sig: int, _frame: FrameType | None) -> None:
-        raise Stop
+        # Only ask: the pump stops between writes, so the count matches what was sent.
+        stop.set()
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -178,11 +177,19 @@ def generate(**opts: Any) -> None:
     except BrokerUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     stopped = False
+    signal.signal(signal.SIGINT, _terminate)
     try:
         pump(
-            config["batches"], sink, config["start_us"], config["speed"], opts["batch_size"], counts
+            config["batches"],
+            sink,
+            config["start_us"],
+            config["speed"],
+            opts["batch_size"],
+            counts,
+            stop=stop,
         )
-    except (KeyboardInterrupt, Stop):
+        stopped = stop.is_set()
+    except KeyboardInterrupt:  # Ctrl-C before the handler was installed
         stopped = True
     finally:
         try:

@@ -6,6 +6,7 @@ computed the same way in every mode, which is why the bytes are identical across
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -71,18 +72,23 @@ def pump(
     counts: Counts | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> Counts:
     """Send every batch to the sink, pacing event time at `speed` x wall time (None: no wait).
 
     The schedule is anchored once (event `start_us` = now), so pacing never drifts: a slow
     write is caught up on by the following records instead of shifting all later ones.
+    `stop` is checked between writes only, so a write and its count are never split by Ctrl-C.
     """
+    stopping = stop.is_set if stop is not None else (lambda: False)
     counts = counts if counts is not None else Counts()
     wall0 = clock()
     for times, records in batches:
         n = len(records)
         if speed is None:
             for lo in range(0, n, batch_size):
+                if stopping():
+                    return counts
                 chunk = records[lo : lo + batch_size]
                 sink.write(chunk)
                 counts.add(chunk)
@@ -90,6 +96,8 @@ def pump(
         due = wall0 + (times - start_us) / (1e6 * speed)
         lo = 0
         while lo < n:
+            if stopping():
+                return counts
             now = clock()
             ready = int(np.searchsorted(due, now, side="right"))
             if ready <= lo:
