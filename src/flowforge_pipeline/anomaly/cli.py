@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
 
 from flowforge_pipeline.anomaly.evaluate import evaluate
+from flowforge_pipeline.generator.cli import parse_time
 
 
 class _UtcTime(click.ParamType):  # type: ignore[type-arg]
+    """An ISO 8601 time, read by the same parser as the generator's options."""
+
     name = "time"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> datetime:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
         if isinstance(value, datetime):
             return value
         try:
-            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            self.fail(f"not an ISO 8601 time: {value!r}", param, ctx)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            return parse_time(str(value), "time")
+        except click.ClickException as exc:
+            self.fail(exc.message, param, ctx)
 
 
 @click.group("anomaly")
