@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -323,8 +322,3 @@ def component_status(settings: Settings) -> list[dict[str, Any]]:
                 entry.update(state="unhealthy", healthy=False, error=str(exc).splitlines()[0])
         out.append(entry)
     return out
-
-
-def utc_now() -> datetime:
-    """Current time, timezone-aware UTC."""
-    return datetime.now(UTC)
