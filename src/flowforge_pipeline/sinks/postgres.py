@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -32,9 +33,15 @@ class Upsert:
 
     def key(self) -> tuple[Any, ...]:
         """The row's primary-key values."""
-        t = table(self.table)
-        names = [c.name for c in t.columns]
-        return tuple(self.values[names.index(k)] for k in t.primary_key)
+        return tuple(self.values[i] for i in key_positions(self.table))
+
+
+@lru_cache(maxsize=64)
+def key_positions(table_name: str) -> tuple[int, ...]:
+    """Positions of a contract table's primary-key columns in its column order."""
+    t = table(table_name)
+    names = [c.name for c in t.columns]
+    return tuple(names.index(k) for k in t.primary_key)
 
 
 def upsert_statement(table_name: str) -> sql.Composed:
@@ -94,6 +101,8 @@ class _PostgresPartition(StatelessSinkPartition[Upsert]):
         with_retries(
             lambda: self._write(rows),
             what=f"upsert into postgres tables {sorted(rows)}",
+            flow=self._flow,
+            store="postgres",
         )
         for name, values in rows.items():
             metrics.EVENTS_OUT.labels(self._flow, name).inc(len(values))
