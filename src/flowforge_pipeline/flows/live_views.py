@@ -8,20 +8,29 @@ result does not depend on arrival order) and each account's average-cost book, t
 `Book` the positions flow uses, so Redis and Postgres never disagree on a position. A quote
 re-marks every account holding the symbol; a trade re-books one account. PnL rows exist once
 a symbol has both a position and a quote (the views join the same way); the row with symbol
-'*' holds an account's totals over its symbols. Rows are upserted in one small transaction
-per Bytewax batch; state and offsets are snapshotted by recovery, so a replay rewrites the
-same values.
+'*' holds an account's totals over its symbols.
+
+The flow works on whole input batches: one Python call validates a Kafka batch and groups
+it by symbol; each symbol folds all its records of the batch into its state and emits each
+row it changed once, with the values it has at the end of the batch (a quote superseded
+within the batch is never written). The per-account totals step takes all of an account's
+PnL rows of a batch at once. So the work per batch grows with the rows that changed, not
+with the events read, and the sink upserts them in one transaction per Bytewax batch
+(`sinks/postgres.py`). State and source offsets are snapshotted together by recovery, and
+every row carries absolute values, so a replay after a crash rewrites the same values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeGuard
+from typing import Any
 
 import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaError
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
+from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from flowforge_pipeline.contract.catalog import (
@@ -45,8 +54,8 @@ from flowforge_pipeline.flows.validation import (
     Heartbeat,
     Quote,
     Trade,
+    by_symbol,
     is_dead_letter,
-    origin_of,
     parse_quote,
     parse_trade,
 )
@@ -57,6 +66,8 @@ from flowforge_pipeline.sinks.postgres import PostgresUpsertSink, Upsert
 FLOW = "live_views"
 #: The `symbol` of an account's total row in `live_pnl`.
 TOTAL_SYMBOL = "*"
+
+Record = Trade | Heartbeat | Quote
 
 
 def quote_row(quote: Quote, now: datetime) -> Upsert:
@@ -91,29 +102,25 @@ class SymbolLive:
     quote: Quote | None = None
     accounts: dict[str, AccountBook] = field(default_factory=dict)
 
-    def on_quote(self, quote: Quote, now: datetime) -> list[Upsert]:
-        """Take a quote if it is the newest; re-mark every account holding the symbol."""
+    def take_quote(self, quote: Quote) -> bool:
+        """Keep a quote if it is the newest; True when it is."""
         current = self.quote
         if current is not None and (quote.event_time, quote.quote_id) <= (
             current.event_time,
             current.quote_id,
         ):
-            return []
+            return False
         self.quote = quote
-        rows = [quote_row(quote, now)]
-        rows.extend(self.pnl_row(account, now) for account in sorted(self.accounts))
-        return rows
+        return True
 
-    def on_trade(self, trade: Trade, now: datetime) -> list[Upsert]:
-        """Book a trade into its account; new position row and, once marked, PnL row."""
-        entry = self.accounts.setdefault(trade.account, AccountBook())
+    def book_trade(self, trade: Trade) -> None:
+        """Book a trade into its account."""
+        entry = self.accounts.get(trade.account)
+        if entry is None:
+            entry = self.accounts[trade.account] = AccountBook()
         entry.book.apply(trade.signed_quantity, trade.price)
         if entry.last_trade_time is None or trade.event_time > entry.last_trade_time:
             entry.last_trade_time = trade.event_time
-        rows = [self.position_row(trade.account, trade.symbol, now)]
-        if self.quote is not None:
-            rows.append(self.pnl_row(trade.account, now))
-        return rows
 
     def position_row(self, account: str, symbol: str, now: datetime) -> Upsert:
         """The `live_positions` row of an account."""
@@ -138,15 +145,56 @@ class SymbolLive:
         )
 
 
-def update_symbol(
-    state: SymbolLive | None, record: Trade | Quote
-) -> tuple[SymbolLive, list[Upsert]]:
-    """Stateful step per symbol: apply a trade or quote, emit the rows it changed."""
-    live = state or SymbolLive()
+@dataclass(frozen=True)
+class Changed:
+    """What one symbol's records of one input batch changed: the rows to write.
+
+    `rows` are `live_quotes` and `live_positions` rows, written as they are; `pnl` are the
+    symbol's `live_pnl` rows, which go through the per-account totals step first.
+    """
+
+    rows: list[Upsert]
+    pnl: list[Upsert]
+
+
+def update_symbol_batch(
+    state: SymbolLive | None, records: list[Record]
+) -> tuple[SymbolLive | None, Changed | None]:
+    """Stateful step per symbol: fold one input batch's records, emit each changed row once.
+
+    The rows carry the values at the end of the batch: what a record-by-record fold would
+    have written last for the same keys, without the rows it would have overwritten.
+    """
+    live = state
+    quote_changed = False
+    traded: dict[str, None] = {}  # accounts in first-trade order
+    symbol = ""
+    for record in records:
+        if isinstance(record, Quote):
+            if live is None:
+                live = SymbolLive()
+            quote_changed |= live.take_quote(record)
+        elif isinstance(record, Trade):
+            if live is None:
+                live = SymbolLive()
+            live.book_trade(record)
+            traded[record.account] = None
+            symbol = record.symbol
+        # heartbeats change no live view
+    if live is None or not (quote_changed or traded):
+        return live, None
     now = utc_now()
-    if isinstance(record, Quote):
-        return live, live.on_quote(record, now)
-    return live, live.on_trade(record, now)
+    rows: list[Upsert] = []
+    pnl: list[Upsert] = []
+    if quote_changed:
+        assert live.quote is not None  # noqa: S101 - a quote was just taken
+        rows.append(quote_row(live.quote, now))
+        symbol = live.quote.symbol
+    rows.extend(live.position_row(account, symbol, now) for account in traded)
+    if live.quote is not None:
+        marked = sorted(live.accounts) if quote_changed else traded
+        pnl.extend(live.pnl_row(account, now) for account in marked)
+    return live, Changed(rows, pnl)
 
 
 @dataclass
@@ -155,47 +203,78 @@ class AccountTotals:
 
     by_symbol: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    def update(self, row: Upsert) -> list[Upsert]:
-        """Take a symbol's PnL row; emit it and the account's new total row."""
-        values = row.values
-        self.by_symbol[values[1]] = (values[5], values[6])
+    def update_many(self, rows: list[Upsert]) -> list[Upsert]:
+        """Take some of the account's symbol PnL rows; emit them and one new total row."""
+        for row in rows:
+            values = row.values
+            self.by_symbol[values[1]] = (values[5], values[6])
         realized = sum(r for r, _ in self.by_symbol.values())
         unrealized = sum(u for _, u in self.by_symbol.values())
+        last = rows[-1].values
         total = Upsert(
             LIVE_PNL.name,
-            (values[0], TOTAL_SYMBOL, 0.0, 0.0, 0.0, realized, unrealized,
-             realized + unrealized, values[8]),
+            (last[0], TOTAL_SYMBOL, 0.0, 0.0, 0.0, realized, unrealized,
+             realized + unrealized, last[8]),
         )
-        return [row, total]
+        return [*rows, total]
 
 
 def total_account(
-    state: AccountTotals | None, row: Upsert
+    state: AccountTotals | None, rows: list[Upsert]
 ) -> tuple[AccountTotals, list[Upsert]]:
-    """Stateful step per account: keep the '*' row current."""
+    """Stateful step per account: take its PnL rows of a batch, keep the '*' row current."""
     totals = state or AccountTotals()
-    return totals, totals.update(row)
+    return totals, totals.update_many(rows)
 
 
-def is_pnl(row: Upsert) -> bool:
-    """Branch predicate: rows of `live_pnl` need the per-account total step."""
-    return row.table == LIVE_PNL.name
-
-
-def is_trade_or_quote(item: object) -> TypeGuard[Trade | Quote]:
-    """Filter predicate: heartbeats change no live view."""
-    return isinstance(item, Trade | Quote)
+def topic_of(item: SourceItem) -> str:
+    """The topic a source item (message or read error) came from."""
+    msg = item.msg if isinstance(item, KafkaError) else item
+    return msg.topic or ""
 
 
 def parse(
     item: SourceItem, symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
-) -> Trade | Heartbeat | Quote | DeadLetter:
+) -> Record | DeadLetter:
     """Validate a record of either topic, by the topic it came from (crossed quotes are bad)."""
-    topic = origin_of(item).topic
-    metrics.EVENTS_IN.labels(FLOW, topic).inc()
-    if topic == quotes_topic:
+    if topic_of(item) == quotes_topic:
         return parse_quote(item, flow=FLOW, symbols=symbols)
     return parse_trade(item, flow=FLOW, symbols=symbols)
+
+
+def parse_batch(
+    items: list[SourceItem], symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
+) -> list[DeadLetter | tuple[str, list[Record]]]:
+    """Validate a whole input batch, counting it; dead letters, then records per symbol."""
+    records: list[Record | DeadLetter] = []
+    quotes = 0
+    for item in items:
+        if topic_of(item) == quotes_topic:
+            quotes += 1
+            records.append(parse_quote(item, flow=FLOW, symbols=symbols))
+        else:
+            records.append(parse_trade(item, flow=FLOW, symbols=symbols))
+    metrics.count_in_many(FLOW, quotes_topic, quotes)
+    metrics.count_in_many(FLOW, TRADES_TOPIC.name, len(items) - quotes)
+    return by_symbol(records)
+
+
+def pnl_by_account(
+    batch: list[tuple[str, Changed | None]],
+) -> list[tuple[str, list[Upsert]]]:
+    """All symbols' PnL rows of a Bytewax batch, one `(account, [row, ...])` per account."""
+    groups: dict[str, list[Upsert]] = {}
+    for _, changed in batch:
+        if changed is None:
+            continue
+        for row in changed.pnl:
+            account = row.values[0]
+            group = groups.get(account)
+            if group is None:
+                groups[account] = [row]
+            else:
+                group.append(row)
+    return list(groups.items())
 
 
 def build(
@@ -209,23 +288,24 @@ def build(
     """Wire the live-views flow between any source and sinks (tests pass in-memory ones)."""
     flow = Dataflow(FLOW)
     items = op.input("kafka_in", flow, source)
-    parsed: Stream[Any] = op.map("parse", items, lambda item: parse(item, symbols, quotes_topic))
-    # Trade | Heartbeat | Quote | DeadLetter
+    parsed: Stream[Any] = op.flat_map_batch(
+        "parse", items, lambda batch: parse_batch(batch, symbols, quotes_topic)
+    )
+    # DeadLetter | (symbol, [Trade | Heartbeat | Quote, ...]) per input batch
     split = op.branch("split_dead_letters", parsed, is_dead_letter)
     op.output("dlq_out", split.trues, dlq_sink)
-    records = op.filter("trades_and_quotes", split.falses, is_trade_or_quote)
-    keyed = op.key_on("key_symbol", records, lambda r: r.symbol)
-    # (symbol, Trade | Quote)
-    changed = op.stateful_map("update_symbol", keyed, update_symbol)
-    # (symbol, [Upsert, ...])
-    rows = op.flat_map("rows", changed, lambda kv: kv[1])
-    pnl = op.branch("split_pnl", rows, is_pnl)
-    by_account = op.key_on("key_account", pnl.trues, lambda r: r.values[0])
-    # (account, Upsert of live_pnl)
+    keyed: KeyedStream[list[Record]] = split.falses
+    changed = op.stateful_map("update_symbol", keyed, update_symbol_batch)
+    # (symbol, Changed | None)
+    rows = op.flat_map("rows", changed, lambda kv: kv[1].rows if kv[1] is not None else [])
+    by_account: KeyedStream[list[Upsert]] = op.flat_map_batch(
+        "pnl_by_account", changed, pnl_by_account
+    )
+    # (account, [live_pnl row, ...])
     totals = op.stateful_map("total_account", by_account, total_account)
-    # (account, [symbol row, '*' row])
+    # (account, [symbol rows..., '*' row])
     pnl_rows = op.flat_map("pnl_rows", totals, lambda kv: kv[1])
-    op.output("postgres_out", op.merge("all_rows", pnl.falses, pnl_rows), rows_sink)
+    op.output("postgres_out", op.merge("all_rows", rows, pnl_rows), rows_sink)
     return flow
 
 
