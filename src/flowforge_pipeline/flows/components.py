@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 from flowforge_pipeline.flows.common import recovery_dir
 from flowforge_pipeline.settings import LOCALHOST, Settings
-from flowforge_pipeline.stack.components import Component, UpOptions
+from flowforge_pipeline.stack.components import Component, Degraded, UpOptions
 
 #: Flow modules in start order; the index fixes each flow's metrics port.
 FLOW_NAMES: tuple[str, ...] = (
@@ -66,12 +67,34 @@ def flow_argv(settings: Settings, flow: str) -> list[str]:
     ]
 
 
+def stores_down(metrics_text: str) -> dict[str, float]:
+    """Stores a flow reports unreachable in its /metrics, with the Unix time since when."""
+    down: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("flowforge_sink_store_down_since_seconds{"):
+            labels, value = line.rsplit(" ", 1)
+            since = float(value)
+            if since > 0:
+                store = labels.split('store="', 1)[1].split('"', 1)[0]
+                down[store] = min(since, down.get(store, since))
+    return down
+
+
 def metrics_ready(settings: Settings, flow: str) -> None:
-    """Healthy when the flow's metrics endpoint answers (the dataflow has been built)."""
+    """Healthy when the flow's metrics endpoint answers (the dataflow has been built).
+
+    Raises `Degraded` naming each store the flow is waiting for while it retries writes.
+    """
     url = f"http://{LOCALHOST}:{metrics_port(settings, flow)}/metrics"
     with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - local http URL
         if resp.status != 200:
             raise RuntimeError(f"{url} answered {resp.status}")
+        text = resp.read().decode(errors="replace")
+    down = stores_down(text)
+    if down:
+        now = time.time()
+        what = ", ".join(f"{s} unreachable for {now - t:.0f} s" for s, t in sorted(down.items()))
+        raise Degraded(f"retrying: {what}")
 
 
 def _component(flow: str, description: str) -> Component:

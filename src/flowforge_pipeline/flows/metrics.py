@@ -53,6 +53,17 @@ EVENT_TIME_LAG = Gauge(
     ["flow"],
 )
 
+STORE_DOWN_SINCE = Gauge(
+    "flowforge_sink_store_down_since_seconds",
+    "Unix time since which a store has been unreachable for this flow's writes (0: reachable).",
+    ["flow", "store"],
+)
+
+
+def store_down(flow: str, store: str, since: float) -> None:
+    """Record that `store` is unreachable since `since` (Unix time), or reachable again (0)."""
+    STORE_DOWN_SINCE.labels(flow or "-", store).set(since)
+
 
 def observe_event_time(flow: str, newest: datetime) -> None:
     """Record how far behind the wall clock the newest written event is."""

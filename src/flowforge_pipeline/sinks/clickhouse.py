@@ -12,6 +12,7 @@ order, so what is stored for a key is always a prefix of what the flow produces.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from flowforge_pipeline.stores import redis as redis_store
 from flowforge_pipeline.stores.clickhouse import quote_identifier
 
 Row = tuple[Any, ...]
+log = logging.getLogger(__name__)
 
 
 class InsertFailed(RuntimeError):
@@ -131,6 +133,33 @@ def table_update(spec: TableSpec, rows: Sequence[Row], flushed_at: datetime) -> 
     return message
 
 
+def unreachable(exc: BaseException) -> bool:
+    """True when `exc` means the store cannot be reached right now (down or restarting).
+
+    Connection-level errors of each store's client: the store may come back, so the write is
+    worth retrying for as long as it takes. Anything else (a rejected statement, bad data) is
+    not going to change by waiting.
+    """
+    import psycopg
+    import redis
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    kinds = (
+        OperationalError,
+        redis.ConnectionError,
+        redis.TimeoutError,
+        psycopg.OperationalError,
+        ConnectionError,
+        TimeoutError,
+    )
+    return isinstance(exc, kinds)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
 def with_retries(
     action: Callable[[], Any],
     *,
@@ -138,23 +167,50 @@ def with_retries(
     attempts: int = 5,
     first_delay: float = 0.25,
     sleep: Callable[[float], None] = time.sleep,
+    flow: str = "",
+    store: str = "",
+    max_delay: float = 2.0,
 ) -> Any:
-    """Run `action`, retrying with doubling back-off; after `attempts`, raise `InsertFailed`.
+    """Run `action`, retrying with doubling back-off.
 
-    Bounded on purpose: a store that stays down stops the flow with a clear error, and
-    Bytewax recovery resumes it from its last snapshot once restarted, so nothing is dropped.
+    Errors that mean the store is unreachable (see `unreachable`) are retried without bound
+    when `store` is named: a store being restarted must not stop the flow, and while it is
+    down the flow says so in `flowforge_sink_store_down_since_seconds{flow, store}` (read by
+    `status`) and in its log. Any other error is retried `attempts` times, then raises
+    `InsertFailed`: the flow stops with a clear error and Bytewax recovery resumes it from
+    its last snapshot once restarted, so nothing is dropped.
     """
     delay = first_delay
-    for attempt in range(1, attempts + 1):
+    failures = 0
+    down_since: float | None = None
+    while True:
         try:
-            return action()
+            result = action()
         except Exception as exc:  # noqa: BLE001 - any failure of the client is retried
-            if attempt == attempts:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                raise InsertFailed(f"{what} failed after {attempts} attempts: {first}") from exc
+            if store and unreachable(exc):
+                if down_since is None:
+                    down_since = time.time()
+                    metrics.store_down(flow, store, down_since)
+                    log.warning(
+                        "%s: %s unreachable, retrying until it is back: %s",
+                        flow or "sink", store, _first_line(exc),
+                    )
+            else:
+                failures += 1
+                if failures >= attempts:
+                    raise InsertFailed(
+                        f"{what} failed after {attempts} attempts: {_first_line(exc)}"
+                    ) from exc
             sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+            delay = min(delay * 2, max_delay)
+            continue
+        if down_since is not None:
+            metrics.store_down(flow, store, 0.0)
+            log.warning(
+                "%s: %s reachable again after %.1f s", flow or "sink", store,
+                time.time() - down_since,
+            )
+        return result
 
 
 class _ClickHousePartition(StatelessSinkPartition[RowBatch]):
@@ -182,9 +238,25 @@ class _ClickHousePartition(StatelessSinkPartition[RowBatch]):
         # (a crash inside that gap is the one case where a stored batch goes unannounced).
         announce = table_update(spec, rows, utc_now())
         started = time.perf_counter()
+        attempts = 0
+
+        def insert() -> None:
+            nonlocal attempts
+            attempts += 1
+            todo = rows
+            if attempts > 1:
+                # A failed attempt may have committed before its answer was lost (a server
+                # killed mid-insert): insert only what the table still lacks.
+                self._marks[batch.table] = stored_positions(self._ch, spec)
+                todo = unseen_rows(spec, rows, self._marks[batch.table])
+            if todo:
+                self._ch.insert(spec.table, todo, column_names=list(spec.columns))
+
         with_retries(
-            lambda: self._ch.insert(spec.table, rows, column_names=list(spec.columns)),
+            insert,
             what=f"insert of {len(rows)} rows into clickhouse table {spec.table}",
+            flow=self._flow,
+            store="clickhouse",
         )
         inserted = time.perf_counter()
         announce["flushed_at"] = iso(utc_now())
@@ -193,6 +265,8 @@ class _ClickHousePartition(StatelessSinkPartition[RowBatch]):
             lambda: self._redis.publish(TABLE_UPDATE_CHANNEL.name, message),
             what=f"publish on {TABLE_UPDATE_CHANNEL.name}",
             attempts=3,
+            flow=self._flow,
+            store="redis",
         )
         metrics.INSERT_SECONDS.labels(self._flow, spec.table).observe(inserted - started)
         metrics.BATCH_ROWS.labels(self._flow, spec.table).observe(len(rows))

@@ -47,7 +47,13 @@ class _RedisPartition(StatelessSinkPartition[LatestValue]):
                 pipe.set(key, value)
             pipe.execute()
 
-        with_retries(write, what=f"redis SET of {len(values)} keys", attempts=4)
+        with_retries(
+            write,
+            what=f"redis SET of {len(values)} keys",
+            attempts=4,
+            flow=self._flow,
+            store="redis",
+        )
         metrics.EVENTS_OUT.labels(self._flow, "redis").inc(len(values))
 
     def close(self) -> None:

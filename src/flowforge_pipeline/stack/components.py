@@ -14,6 +14,14 @@ from typing import Literal
 from flowforge_pipeline.settings import Settings
 
 
+class Degraded(RuntimeError):
+    """Raised by a `ready` check: the process runs but cannot do its work right now.
+
+    The message names what it waits for, e.g. "retrying: clickhouse unreachable for 12 s";
+    `status` shows the component as "retrying" with it.
+    """
+
+
 @dataclass(frozen=True)
 class UpOptions:
     """Options of `up` that components may use (e.g. the generator's backfill range)."""

@@ -20,7 +20,7 @@ from typing import Any
 from flowforge_pipeline.contract.apply import init_all
 from flowforge_pipeline.settings import LOCALHOST, Settings
 from flowforge_pipeline.stack import process
-from flowforge_pipeline.stack.components import Component, UpOptions
+from flowforge_pipeline.stack.components import Component, Degraded, UpOptions
 from flowforge_pipeline.stack.registry import COMPONENTS
 
 
@@ -318,6 +318,8 @@ def component_status(settings: Settings) -> list[dict[str, Any]]:
             try:
                 comp.ready(settings)
                 entry.update(state="running", healthy=True)
+            except Degraded as exc:
+                entry.update(state="retrying", healthy=False, error=str(exc).splitlines()[0])
             except Exception as exc:  # noqa: BLE001
                 entry.update(state="unhealthy", healthy=False, error=str(exc).splitlines()[0])
         out.append(entry)
