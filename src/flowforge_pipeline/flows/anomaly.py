@@ -44,9 +44,10 @@ from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
+from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from flowforge_pipeline.contract.catalog import (
@@ -71,6 +72,7 @@ from flowforge_pipeline.flows.validation import (
     Heartbeat,
     Quote,
     Trade,
+    by_symbol,
     is_dead_letter,
     origin_of,
     parse_quote,
@@ -387,12 +389,9 @@ def detect(
     return detector, detector.on_trade(record)
 
 
-def parse(
-    item: SourceItem, symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
+def _parse(
+    item: SourceItem, topic: str | None, symbols: frozenset[str], quotes_topic: str
 ) -> Trade | Heartbeat | Quote | CrossedQuote | DeadLetter:
-    """Validate a record; a quote rejected only for being crossed becomes a `CrossedQuote`."""
-    topic = origin_of(item).topic
-    metrics.EVENTS_IN.labels(FLOW, topic).inc()
     if topic != quotes_topic:
         return parse_trade(item, flow=FLOW, symbols=symbols)
     parsed = parse_quote(item, flow=FLOW, symbols=symbols)
@@ -401,6 +400,47 @@ def parse(
         return CrossedQuote(obj["symbol"], float(obj["bid"]), float(obj["ask"]),
                             parse_event_time(obj["event_time"]))
     return parsed
+
+
+def parse(
+    item: SourceItem, symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
+) -> Trade | Heartbeat | Quote | CrossedQuote | DeadLetter:
+    """Validate a record; a quote rejected only for being crossed becomes a `CrossedQuote`."""
+    topic = origin_of(item).topic
+    metrics.count_in(FLOW, topic)
+    return _parse(item, topic, symbols, quotes_topic)
+
+
+def parse_batch(
+    items: list[SourceItem], symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
+) -> list[DeadLetter | tuple[str, list[Trade | Heartbeat | Quote | CrossedQuote]]]:
+    """`parse` over a whole input batch: dead letters, then one record list per symbol.
+
+    A symbol's records keep their order, which is all its detectors depend on.
+    """
+    records = []
+    counts: dict[str, int] = {}
+    for item in items:
+        topic = (item.msg if isinstance(item, KafkaError) else item).topic or ""
+        counts[topic] = counts.get(topic, 0) + 1
+        records.append(_parse(item, topic, symbols, quotes_topic))
+    for topic, n in counts.items():
+        metrics.count_in_many(FLOW, topic, n)
+    return by_symbol(records)
+
+
+def detect_batch(
+    state: SymbolDetector | None, records: list[Trade | Heartbeat | Quote | CrossedQuote],
+    limits: Thresholds,
+) -> tuple[SymbolDetector | None, list[Alert]]:
+    """Stateful step per symbol: `detect` over the symbol's records of one input batch."""
+    alerts: list[Alert] = []
+    for record in records:
+        if isinstance(record, Heartbeat):
+            continue  # carries nothing the detectors use
+        state, found = detect(state, record, limits)
+        alerts.extend(found)
+    return state, alerts
 
 
 def is_observation(item: object) -> TypeGuard[Observation]:
@@ -433,14 +473,14 @@ def build(
     """Wire the anomaly flow between any source and sinks (evaluation passes in-memory ones)."""
     flow = Dataflow(FLOW)
     items = op.input("kafka_in", flow, source)
-    parsed: Stream[Any] = op.map("parse", items, lambda item: parse(item, symbols, quotes_topic))
-    # Trade | Heartbeat | Quote | CrossedQuote | DeadLetter
+    parsed: Stream[Any] = op.flat_map_batch(
+        "parse", items, lambda batch: parse_batch(batch, symbols, quotes_topic)
+    )
+    # DeadLetter | (symbol, [Trade | Heartbeat | Quote | CrossedQuote, ...]) per input batch
     split = op.branch("split_dead_letters", parsed, is_dead_letter)
     op.output("dlq_out", split.trues, dlq_sink)
-    observations = op.filter("observations", split.falses, is_observation)
-    keyed = op.key_on("key_symbol", observations, lambda r: r.symbol)
-    # (symbol, Trade | Quote | CrossedQuote)
-    found = op.stateful_map("detect", keyed, lambda s, r: detect(s, r, limits))
+    keyed: KeyedStream[list[Any]] = split.falses
+    found = op.stateful_map("detect", keyed, lambda s, r: detect_batch(s, r, limits))
     # (symbol, [Alert, ...])
     alerts = op.flat_map("alerts", found, lambda kv: kv[1])
     # Alert
