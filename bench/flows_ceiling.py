@@ -16,8 +16,12 @@ share of the machine's cores, how busy the whole machine was (other work include
 load average: a flow that lags while its own CPU share is low and the machine is busy is
 starved of CPU, not slow.
 
+With `--json FILE` the figures (ceiling against the 20,000 events/s target, each rate's
+verdict) and, per rate, a series of every flow's lag in seconds of input over time are written
+through `benchlib` for the `make bench` report.
+
 Run: .venv/bin/python bench/flows_ceiling.py [--rates 10000 20000 30000 40000 50000]
-     [--seconds 60] [--only raw_sink vwap]
+     [--seconds 60] [--only raw_sink vwap] [--json FILE]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+from benchlib import Figure, Series, add_json_option, emit
 from confluent_kafka import Producer
 from flows_latency import ONLY, events_in_by_topic, flow_components, free_port, start_flows
 
@@ -53,6 +58,8 @@ READS = {
     "anomaly": ("trades", "quotes"),
 }
 TICK = 0.01  # the feeder sends one slice of records every 10 ms
+#: The ceiling the flows are meant to sustain together (events/s).
+TARGET_EVENTS_PER_S = 20_000
 
 
 class Feeder(threading.Thread):
@@ -238,7 +245,44 @@ def step(
         "ours_share_of_machine": round(sum(cpu.values()) / (feed_seconds * cores), 3),
         "machine_busy": round(machine_busy, 3),
         "load_1m": round(load_1m, 1),
+        "lag_events": lags,
     }
+
+
+def write_json(
+    path: Path | None, flows: list[str], results: list[dict[str, object]],
+    summary: dict[str, object],
+) -> None:
+    """The figures and, per rate, every flow's lag (seconds of input) over time."""
+    ceiling = summary["ceiling_events_per_s"]
+    all_six = len(flows) == len(READS)
+    what = "all six flows" if all_six else " + ".join(flows)
+    figures = [Figure(
+        f"sustained ceiling, {what} together (60 s per rate, lag bounded)",
+        ceiling if ceiling is not None else "none of the rates",
+        "events/s", f">= {TARGET_EVENTS_PER_S:,}",
+        isinstance(ceiling, int) and ceiling >= TARGET_EVENTS_PER_S,
+    )]
+    series: dict[str, Series] = {}
+    for r in results:
+        rate = int(r["rate"])  # type: ignore[call-overload]
+        per_flow = r["flows"]
+        assert isinstance(per_flow, dict)
+        worst = max(per_flow.values(), key=lambda f: f["final_lag_events"])
+        figures.append(Figure(
+            f"{rate:,} events/s: sustained (feed achieved {r['achieved_feed_rate']:,}/s; "
+            f"largest final lag {worst['final_lag_events']:,} events)",
+            "yes" if r["sustained"] else "no",
+        ))
+        lags = r["lag_events"]
+        assert isinstance(lags, dict)
+        series[f"lag_at_{rate}"] = Series(
+            "seconds since the feed started", "lag (seconds of input)",
+            {f: [(round(t, 1), round(y / rate, 3)) for t, y in pts] for f, pts in lags.items()},
+        )
+    extra = {"summary": summary,
+             "steps": [{k: v for k, v in r.items() if k != "lag_events"} for r in results]}
+    emit(path, "flows_ceiling", figures, series, extra)
 
 
 def main() -> None:
@@ -250,6 +294,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=[], help="run only these flows")
     parser.add_argument("--keep-going", action="store_true",
                         help="run every rate even after one is not sustained")
+    add_json_option(parser)
     args = parser.parse_args()
     ONLY.update(args.only)
     state = Path(tempfile.mkdtemp(prefix="flowforge-ceiling-"))
@@ -272,16 +317,18 @@ def main() -> None:
         for i, rate in enumerate(args.rates):
             r = step(settings, flows, rate, args.seconds, args.max_lag_seconds, sampler, i)
             results.append(r)
-            print(json.dumps(r), flush=True)
+            print(json.dumps({k: v for k, v in r.items() if k != "lag_events"}), flush=True)
             if not r["sustained"] and not args.keep_going:
                 break
         ok = [r["rate"] for r in results if r["sustained"]]
-        print(json.dumps({
+        summary = {
             "cores": os.cpu_count(), "flows": flows, "seconds_per_rate": args.seconds,
             "ceiling_events_per_s": max(ok) if ok else None,
             "first_rate_not_sustained": next(
                 (r["rate"] for r in results if not r["sustained"]), None),
-        }, indent=2))
+        }
+        print(json.dumps(summary, indent=2))
+        write_json(args.json, flows, results, summary)
     finally:
         for p in procs:
             p.kill()

@@ -11,7 +11,11 @@ Phase 2, ceiling: the flows are stopped (SIGINT, state snapshotted), a backlog o
 for all four to consume the backlog is read from their /metrics endpoints; events/s is the
 backlog size over the slowest flow's drain time (process start included).
 
+Every serving item's freshness (Redis keys, live tables and the other ClickHouse tables
+too) is measured by `bench/freshness.py`.
+
 Run: .venv/bin/python bench/flows_latency.py [--live-seconds 330] [--backlog 600000]
+     [--json FILE]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis as redis_lib
+from benchlib import Figure, add_json_option, emit
 from confluent_kafka import Producer
 
 from flowforge_pipeline.contract.catalog import TABLE_UPDATE_CHANNEL, VWAP_KEY
@@ -273,11 +278,38 @@ def ceiling_phase(
     }
 
 
+#: p99 targets (ms) of the live figures.
+TARGETS_MS = {
+    "event_to_clickhouse_ms": ("event → visible in ClickHouse (raw tables)", 2000.0),
+    "insert_to_broadcast_ms": ("insert → broadcast received", 100.0),
+    "window_end_to_latest_vwap_ms": ("window end → latest:vwap updated", 1000.0),
+}
+
+
+def write_json(path: Path | None, results: dict[str, object]) -> None:
+    """The live latencies (p50, p99 against their targets) and the drain rate."""
+    figures: list[Figure] = []
+    live = results.get("live")
+    if isinstance(live, dict):
+        for key, (what, limit) in TARGETS_MS.items():
+            p50, p99, n = live[key]
+            figures.append(Figure(f"{what}: p50 (n={n})", round(p50, 1), "ms"))
+            figures.append(Figure(f"{what}: p99", round(p99, 1), "ms", f"<= {limit:,.0f} ms",
+                                  bool(n) and p99 <= limit))
+    ceiling = results.get("ceiling")
+    if isinstance(ceiling, dict):
+        figures.append(Figure(
+            f"backlog of {ceiling['backlog_events']:,} events drained by every flow",
+            ceiling["events_per_second_all_flows"] or "not drained", "events/s"))
+    emit(path, "flows_latency", figures, extra=results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--live-seconds", type=float, default=330.0)
     parser.add_argument("--backlog", type=int, default=600_000)
     parser.add_argument("--only", nargs="*", default=[], help="run only these flows")
+    add_json_option(parser)
     args = parser.parse_args()
     ONLY.update(args.only)
     state = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
@@ -299,6 +331,7 @@ def main() -> None:
         if args.backlog > 0:
             results["ceiling"] = ceiling_phase(settings, args.backlog, procs, state)
         print(json.dumps(results, indent=2))
+        write_json(args.json, results)
     finally:
         for p in procs:
             p.kill()

@@ -10,6 +10,7 @@ the wall clock when it emits). Polling adds up to one poll interval. Quotes the 
 superseded within one batch are never visible and so are not counted.
 
 Run: .venv/bin/python bench/live_views_latency.py [--seconds 90] [--warmup 10] [--poll-ms 5]
+     [--json FILE]
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from benchlib import Figure, add_json_option, emit
 
-from flowforge_pipeline.flows.components import FLOW_COMPONENTS, settings_env
+from flowforge_pipeline.flows.components import FLOW_COMPONENTS
 from flowforge_pipeline.settings import Settings
 from flowforge_pipeline.stack import local
 from flowforge_pipeline.stack.components import UpOptions
+
+#: Event → row visible to a reader, p99 (ms), at the default rates.
+TARGET_P99_MS = 500.0
 
 
 def free_port() -> int:
@@ -68,7 +73,7 @@ def start_flow(settings: Settings, logdir: Path) -> subprocess.Popen:
 def start_generator(settings: Settings, logdir: Path) -> subprocess.Popen:
     log = (logdir / "generator.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "flowforge_pipeline.cli", "generate"],
-                            env={**os.environ, **settings_env(settings)},
+                            env={**os.environ, **settings.as_env()},
                             stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -112,11 +117,26 @@ def measure(settings: Settings, seconds: float, warmup: float, poll_s: float
     }
 
 
+def write_json(path: Path | None, results: dict[str, object]) -> None:
+    """p50 and p99 per table and over both, p99 against the 500 ms target."""
+    figures = []
+    per_table = results["event_to_visible_ms_p50_p99_n"]
+    assert isinstance(per_table, dict)
+    for name, (p50, p99, n) in per_table.items():
+        what = "both tables" if name == "all" else name
+        figures.append(Figure(f"event → row visible to a psycopg reader, {what}: p50 (n={n})",
+                              p50, "ms"))
+        figures.append(Figure(f"event → row visible to a psycopg reader, {what}: p99", p99,
+                              "ms", f"<= {TARGET_P99_MS:.0f} ms", p99 <= TARGET_P99_MS))
+    emit(path, "live_views_latency", figures, extra=results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=90.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=10.0, help="ignored first seconds")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="reader poll interval")
+    add_json_option(parser)
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
     state.chmod(0o755)
@@ -141,6 +161,7 @@ def main() -> None:
             if p.poll() is not None:
                 raise SystemExit(f"a process exited early; logs in {state}")
         print(json.dumps(results, indent=2))
+        write_json(args.json, results)
     finally:
         for p in procs:
             p.kill()
