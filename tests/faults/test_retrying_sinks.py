@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 import redis
 from clickhouse_connect.driver.exceptions import OperationalError
@@ -15,6 +16,7 @@ from flowforge_pipeline.flows.raw_sink import TRADES_SPEC
 from flowforge_pipeline.settings import Settings
 from flowforge_pipeline.sinks.clickhouse import ClickHouseSink, InsertFailed, RowBatch, with_retries
 from flowforge_pipeline.stores import clickhouse as ch_store
+from flowforge_pipeline.stores.postgres import PostgresUnavailable
 
 T0 = datetime(2023, 5, 2, 12, 0, tzinfo=UTC)
 
@@ -41,6 +43,20 @@ def test_an_unreachable_store_is_retried_past_the_attempts_and_reported() -> Non
     assert len(calls) == 13
     assert all(v > 0 for v in seen_while_down)  # reported down while retrying
     assert _down_since("test-flow", "redis") == 0  # and reachable again after
+
+
+def test_a_failed_reconnect_counts_as_unreachable() -> None:
+    calls: list[int] = []
+
+    def action() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        if len(calls) <= 8:  # the sink reconnects through the store module
+            raise PostgresUnavailable("postgres at postgresql://x@127.0.0.1:1/x unreachable")
+
+    with_retries(action, what="x", attempts=3, sleep=lambda _: None, flow="f", store="postgres")
+    assert len(calls) == 9
 
 
 def test_other_errors_stay_bounded() -> None:

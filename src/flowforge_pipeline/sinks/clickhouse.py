@@ -144,7 +144,10 @@ def unreachable(exc: BaseException) -> bool:
     import redis
     from clickhouse_connect.driver.exceptions import OperationalError
 
+    from flowforge_pipeline.stores.errors import UNAVAILABLE
+
     kinds = (
+        *UNAVAILABLE,  # a reconnect through the store module: e.g. PostgresUnavailable
         OperationalError,
         redis.ConnectionError,
         redis.TimeoutError,
