@@ -1,7 +1,8 @@
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+from confluent_kafka import KafkaError, Message
 
 from flowforge_pipeline.contract.catalog import VWAP_KEY
 from flowforge_pipeline.flows import vwap
@@ -136,3 +137,91 @@ def test_whole_input_batches_give_the_windows_of_single_records(workers: int) ->
     assert sorted(d.origin.offset for d in dead) == sorted(d.origin.offset for d in single_dead)
     newest = {lv.key: lv.value["window_start"] for lv in latest}
     assert set(newest) == {VWAP_KEY.key(symbol="AAA"), VWAP_KEY.key(symbol="BBB")}
+
+
+def _records(payloads: list) -> list:
+    parsed = vwap.parse_batch(messages("trades", payloads), SYMBOLS)
+    return [r for item in parsed if not isinstance(item, DeadLetter) for r in item[1]]
+
+
+def test_consumer_batches_parse_like_single_messages() -> None:
+    payloads: list = [trade(i, price=10.0 + i, at=i * S) for i in range(5)]
+    payloads.insert(2, b"not json")
+    payloads.insert(4, heartbeat("BBB", 3 * S))
+    payloads.insert(5, trade(77, symbol="ZZZ"))
+    single = vwap.parse_batch(messages("trades", payloads), SYMBOLS)
+    consumed = vwap.ConsumedBatch([
+        Message(topic="trades", partition=0, offset=m.offset, key=m.key, value=m.value)
+        for m in messages("trades", payloads)
+    ])
+    batched = vwap.parse_batch([consumed], SYMBOLS)
+
+    def comparable(items: list) -> list:
+        return [(i.origin, i.reason) if isinstance(i, DeadLetter) else i for i in items]
+
+    assert comparable(batched) == comparable(single)
+    assert sorted(i.reason.split(":")[0] for i in batched if isinstance(i, DeadLetter)) == [
+        "invalid_json",
+        "unknown_symbol",
+    ]
+    error = Message(topic="trades", partition=0, offset=9, value=b"x",
+                    error=KafkaError(KafkaError._MSG_TIMED_OUT))
+    (letter,) = vwap.parse_batch([vwap.ConsumedBatch([error])], SYMBOLS)
+    assert isinstance(letter, DeadLetter) and letter.reason.startswith("kafka_error")
+    assert letter.origin.offset == 9
+
+
+class _Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _logic(clock: _Clock, state: vwap.VwapState | None = None) -> vwap.VwapLogic:
+    return vwap.VwapLogic(state or vwap.VwapState(""), S, clock)
+
+
+def _out(result: tuple) -> list:
+    return [x for out in result[0] for x in out]
+
+
+def test_live_window_closes_on_the_wall_clock_without_a_further_record() -> None:
+    clock = _Clock(T0 + 4 * M + 59 * S + 200 * timedelta(milliseconds=1))
+    logic = _logic(clock)
+    recs = _records([trade(1, price=10.0, at=4 * M + 59 * S)])
+    assert _out(logic.on_item(recs)) == []
+    assert logic.notify_at() == T0 + 5 * M + S  # window end + lateness
+    clock.now = T0 + 5 * M + 500 * timedelta(milliseconds=1)
+    assert _out(logic.on_notify()) == []  # not yet: within the lateness
+    clock.now = T0 + 5 * M + S
+    (row,) = _out(logic.on_notify())
+    assert row[:4] == ("AAA", T0, T0 + 5 * M, 10.0)
+    assert logic.notify_at() is None
+    # a trade delivered later than the lateness after its event time is late
+    (letter,) = _out(logic.on_item(_records([trade(2, at=5 * M - S)])))
+    assert isinstance(letter, DeadLetter) and letter.reason == "late"
+
+
+def test_replay_never_waits_on_the_wall_clock() -> None:
+    logic = _logic(_Clock(T0 + 24 * 60 * M))
+    assert _out(logic.on_item(_records([trade(1, at=1 * M)]))) == []
+    assert logic.notify_at() is None
+    assert _out(logic.on_notify()) == []
+    assert [r[1] for r in _out(logic.on_eof())] == [T0]
+
+
+def test_resume_from_a_snapshot_gives_the_windows_of_an_uninterrupted_run() -> None:
+    recs = [r for r in _records(_tape(1350)) if r.symbol == "AAA"][:900]
+    clock = _Clock(T0 + 24 * 60 * M)
+    whole = _logic(clock)
+    want = [x for i in range(0, 900, 100) for x in _out(whole.on_item(recs[i : i + 100]))]
+    first = _logic(clock)
+    got = [x for i in range(0, 500, 100) for x in _out(first.on_item(recs[i : i + 100]))]
+    snap = first.snapshot()
+    first.on_item(recs[500:600])  # work after the snapshot is lost with the process
+    resumed = _logic(clock, snap)
+    got += [x for i in range(500, 900, 100) for x in _out(resumed.on_item(recs[i : i + 100]))]
+    assert got == want and len(want) >= 3
+    assert not any(isinstance(x, DeadLetter) for x in want)

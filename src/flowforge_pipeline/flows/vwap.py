@@ -175,7 +175,7 @@ class VwapState:
 
 
 @dataclass
-class _VwapLogic(StatefulLogic[list[Trade | Heartbeat], list[Row | DeadLetter], VwapState]):
+class VwapLogic(StatefulLogic[list[Trade | Heartbeat], list[Row | DeadLetter], VwapState]):
     """Folds a symbol's records of one input batch; the clock is `ReplayableEventClock`'s."""
 
     state: VwapState
@@ -193,6 +193,7 @@ class _VwapLogic(StatefulLogic[list[Trade | Heartbeat], list[Row | DeadLetter], 
     def on_item(
         self, value: list[Trade | Heartbeat]
     ) -> tuple[Iterable[list[Row | DeadLetter]], bool]:
+        """Fold one batch's records in order; emit late letters and newly closed windows."""
         st, lateness = self.state, self.lateness
         if not st.symbol and value:
             st.symbol = value[0].symbol
@@ -245,6 +246,7 @@ class _VwapLogic(StatefulLogic[list[Trade | Heartbeat], list[Row | DeadLetter], 
                 out.append(row)
 
     def on_notify(self) -> tuple[Iterable[list[Row | DeadLetter]], bool]:
+        """Live: let the wall clock move the watermark and close what it passed."""
         st = self.state
         if st.live:
             floor = _minus(self._tick(), self.lateness)
@@ -255,6 +257,7 @@ class _VwapLogic(StatefulLogic[list[Trade | Heartbeat], list[Row | DeadLetter], 
         return ([out] if out else [], StatefulLogic.RETAIN)
 
     def on_eof(self) -> tuple[Iterable[list[Row | DeadLetter]], bool]:
+        """End of input closes every window."""
         out: list[Row | DeadLetter] = []
         windows = self.state.windows
         for window_id in sorted(windows):
@@ -264,6 +267,7 @@ class _VwapLogic(StatefulLogic[list[Trade | Heartbeat], list[Row | DeadLetter], 
         return ([out] if out else [], StatefulLogic.RETAIN)
 
     def notify_at(self) -> datetime | None:
+        """When the wall clock closes the first open window (live only)."""
         # Live: wake when the wall clock makes the watermark pass the first window's end.
         # Replay: never on system time; the next record (or end of input) closes.
         if not self.state.live or not self.state.windows:
@@ -271,6 +275,7 @@ class _VwapLogic(StatefulLogic[list[Trade | Heartbeat], list[Row | DeadLetter], 
         return window_bounds(min(self.state.windows))[1] + self.lateness
 
     def snapshot(self) -> VwapState:
+        """A copy of the state for Bytewax recovery."""
         return self.state.copy()
 
 
@@ -282,9 +287,9 @@ def vwap_windows(
 ) -> KeyedStream[list[Row | DeadLetter]]:
     """Per symbol: a list of records in; rows of the windows it closed and late letters out."""
 
-    def build(resume: VwapState | None) -> _VwapLogic:
+    def build(resume: VwapState | None) -> VwapLogic:
         # A new key's state learns its symbol from the first list it receives.
-        return _VwapLogic(resume or VwapState(""), lateness, now)
+        return VwapLogic(resume or VwapState(""), lateness, now)
 
     return op.stateful(step_id, up, build)
 
