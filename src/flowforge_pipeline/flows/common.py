@@ -79,11 +79,14 @@ def reference_instruments() -> Instruments:
 InstrumentsProvider = Callable[[], Instruments]
 
 
-def kafka_source(settings: Settings, topics: list[str]) -> KafkaSource:
+def kafka_source(
+    settings: Settings, topics: list[str], add_config: dict[str, str] | None = None
+) -> KafkaSource:
     """A Kafka source that hands read errors to the flow instead of crashing it.
 
     Offsets are not committed to the broker: Bytewax recovery snapshots them with the
     flow's state, which is what makes a restart neither lose nor repeat a window.
+    `add_config` passes consumer properties through (e.g. a shorter `fetch.wait.max.ms`).
     """
     return KafkaSource(
         brokers=settings.kafka_servers.split(","),
@@ -91,6 +94,7 @@ def kafka_source(settings: Settings, topics: list[str]) -> KafkaSource:
         tail=True,
         batch_size=5000,
         raise_on_errors=False,
+        add_config=add_config,
     )
 
 
