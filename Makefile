@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status test lint bench clean
+.PHONY: help install up down status test lint bench soak clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -34,8 +34,12 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-bench: $(STAMP) ## Run the benchmarks and print their figures
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+bench: $(STAMP) ## Run the benchmarks (< 20 min); report in bench/results/REPORT.md
+	$(BIN)/python bench/report.py
+
+soak: $(STAMP) ## 30-minute soak at 10x the default rates; result in bench/results/
+	@$(BIN)/python bench/soak.py --json bench/results/soak.json; rc=$$?; \
+	  $(BIN)/python bench/report.py --report-only; exit $$rc
 
 clean: ## Remove the virtualenv and caches (keeps .flowforge/ data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
