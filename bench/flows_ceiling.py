@@ -7,7 +7,8 @@ trades and quotes (1:5, live event times, keyed by symbol) at exactly that rate 
 flow's lag is what was produced on the topics it reads minus what it has read. A rate is
 **sustained** when, for every flow, the lag stayed at most `--max-lag-seconds` of input
 through the second half of the step and did not grow over it (the slope of a least-squares
-line through the second half's samples is under 5% of the rate). The
+line through the second half's samples is under 5% of the rate), and the feeder itself
+reached 95% of the rate (a feeder starved of CPU proves nothing about the flows). The
 rates step up until one is not sustained; the ceiling is the highest sustained rate.
 
 To say what bounds it, each step also reports the achieved feed rate, the CPU used by each
@@ -234,11 +235,15 @@ def step(
             break
         time.sleep(0.5)
     cores = psutil.cpu_count() or 1
+    # a feeder starved of CPU sends less than the rate over a longer time: that step says
+    # nothing about the flows, so it is never counted as sustained
+    feed_reached_rate = sum(sent.values()) / feed_seconds >= 0.95 * rate
     return {
         "rate": rate,
         "achieved_feed_rate": round(sum(sent.values()) / seconds),
         "feed_seconds": round(feed_seconds, 1),
-        "sustained": sustained,
+        "feed_reached_rate": feed_reached_rate,
+        "sustained": sustained and feed_reached_rate,
         "flows": per_flow,
         "drain_seconds_after_feed": round(time.monotonic() - drain_started, 1),
         "cpu_share_of_machine": {k: round(v / (feed_seconds * cores), 3) for k, v in cpu.items()},
