@@ -3,13 +3,14 @@
 Starts a private embedded ClickHouse server on a free port, fills raw_trades and raw_quotes
 with one UTC day at 10 trades/s and 50 quotes/s (864,000 trades, 4,320,000 quotes) generated
 in ClickHouse, then prints the time of a full `dbt build`, of an incremental run after one late
-hour, and the mart row counts. Target: full build <= 60 s.
+hour (unless `--no-incremental`), and the mart row counts. Target: full build <= 60 s.
 
-    .venv/bin/python bench/dbt_build.py
+    .venv/bin/python bench/dbt_build.py [--no-incremental] [--json FILE]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import subprocess
@@ -19,6 +20,9 @@ import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from benchlib import Figure, add_json_option, emit
 
 from flowforge_pipeline.contract.apply import init_clickhouse
 from flowforge_pipeline.dbt_runner import run_dbt
@@ -45,6 +49,13 @@ def _slowest(settings: Settings, n: int = 4) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--no-incremental", action="store_true",
+                        help="skip the incremental build after one late hour")
+    add_json_option(parser)
+    args = parser.parse_args()
+    figures: list[Figure] = []
+    extra: dict[str, object] = {"trades": TRADES, "quotes": QUOTES, "day": DAY.date().isoformat()}
     state = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
     port = _free_port()
     settings = Settings(FLOWFORGE_STATE_DIR=str(state), LOCAL_CLICKHOUSE_PORT=port)
@@ -75,27 +86,47 @@ def main() -> None:
         t0 = time.monotonic()
         insert_trades(c, "raw_trades", DAY, 86_400, TRADES)
         insert_quotes(c, "raw_quotes", DAY, 86_400, QUOTES)
-        print(f"generated {TRADES:,} trades and {QUOTES:,} quotes in {time.monotonic() - t0:.1f}s")
+        generated = time.monotonic() - t0
+        print(f"generated {TRADES:,} trades and {QUOTES:,} quotes in {generated:.1f}s")
+        extra["generate_seconds"] = round(generated, 1)
 
         t0 = time.monotonic()
         assert run_dbt(settings, ["build", "--quiet"]) == 0, "dbt build failed"
         full = time.monotonic() - t0
         print(f"dbt build (one day, full): {full:.1f}s  (target <= 60 s)")
         print(f"  slowest: {_slowest(settings)}")
-
+        figures.append(Figure(
+            f"dbt build, one backfilled day ({TRADES:,} trades, {QUOTES:,} quotes), full",
+            round(full, 1), "s", "<= 60 s", full <= 60))
+        extra["slowest_full"] = _slowest(settings)
+        if args.no_incremental:
+            _counts(c, figures)
+            c.close()
+            return
         late = DAY + timedelta(hours=13)
         insert_trades(c, "raw_trades", late, 3600, 3_600, first=10**9)
         insert_quotes(c, "raw_quotes", late, 3600, 18_000, first=10**9)
         t0 = time.monotonic()
         assert run_dbt(settings, ["build", "--quiet"]) == 0, "incremental dbt build failed"
-        print(f"dbt build (incremental, one late hour): {time.monotonic() - t0:.1f}s")
+        incremental = time.monotonic() - t0
+        print(f"dbt build (incremental, one late hour): {incremental:.1f}s")
         print(f"  slowest: {_slowest(settings)}")
-        for table in ("fct_trades", "hourly_rollup", "daily_rollup", "rpt_daily_pnl"):
-            print(f"  {table}: {int(str(c.command(f'SELECT count() FROM {table}'))):,} rows")
+        figures.append(Figure("dbt build, incremental after one late hour",
+                              round(incremental, 1), "s"))
+        extra["slowest_incremental"] = _slowest(settings)
+        _counts(c, figures)
         c.close()
     finally:
         server.terminate()
         server.wait(30)
+        emit(args.json, "dbt_build", figures, extra=extra)
+
+
+def _counts(c: Any, figures: list[Figure]) -> None:
+    for table in ("fct_trades", "hourly_rollup", "daily_rollup", "rpt_daily_pnl"):
+        n = int(str(c.command(f"SELECT count() FROM {table}")))
+        print(f"  {table}: {n:,} rows")
+        figures.append(Figure(f"{table} rows", n, "rows"))
 
 
 if __name__ == "__main__":
