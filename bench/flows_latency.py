@@ -293,9 +293,12 @@ def write_json(path: Path | None, results: dict[str, object]) -> None:
     if isinstance(live, dict):
         for key, (what, limit) in TARGETS_MS.items():
             p50, p99, n = live[key]
+            if not n:
+                figures.append(Figure(f"{what}: p99", "no samples", "ms", f"<= {limit:,.0f} ms"))
+                continue
             figures.append(Figure(f"{what}: p50 (n={n})", round(p50, 1), "ms"))
             figures.append(Figure(f"{what}: p99", round(p99, 1), "ms", f"<= {limit:,.0f} ms",
-                                  bool(n) and p99 <= limit))
+                                  p99 <= limit))
     ceiling = results.get("ceiling")
     if isinstance(ceiling, dict):
         figures.append(Figure(

@@ -368,10 +368,14 @@ def report(args: argparse.Namespace, settings: Settings, ms: dict[str, list[floa
             target = f"p99 <= {promise / 1000:,.0f} s (contract)" if promise else None
             bound = promise
         met = None if bound is None or not values else p99 <= bound
-        table[item] = {"n": len(values), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+        table[item] = {"n": len(values), "p50_ms": p50 if values else None,
+                       "p95_ms": p95 if values else None, "p99_ms": p99 if values else None,
                        "target": target, "met": met}
         print(f"{item:58} {len(values):>6} {p50:>9,.1f} {p95:>9,.1f} {p99:>9,.1f}  "
               f"{target or '-'}{'' if met is None else (' met' if met else ' NOT met')}")
+        if not values:
+            figures.append(Figure(f"freshness {item}: p99", "no samples", "ms", target))
+            continue
         figures.append(Figure(f"freshness {item}: p50 / p95 ms (n={len(values)})",
                               f"{p50:,.0f} / {p95:,.0f}", "ms"))
         figures.append(Figure(f"freshness {item}: p99", p99, "ms", target, met))
