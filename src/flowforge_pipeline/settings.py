@@ -85,7 +85,7 @@ class Settings(BaseSettings):
 
     # --- anomaly detection (flows.anomaly; tuned on a clean run, see docs/anomaly.md)
     anomaly_spread_factor: float = Field(default=3.0, gt=1, alias="ANOMALY_SPREAD_FACTOR")
-    anomaly_stale_factor: float = Field(default=15.0, gt=1, alias="ANOMALY_STALE_FACTOR")
+    anomaly_stale_factor: float = Field(default=12.0, gt=1, alias="ANOMALY_STALE_FACTOR")
     anomaly_volume_factor: float = Field(default=5.0, gt=1, alias="ANOMALY_VOLUME_FACTOR")
     anomaly_price_sigmas: float = Field(default=12.0, gt=0, alias="ANOMALY_PRICE_SIGMAS")
     anomaly_outside_fraction: float = Field(
