@@ -102,3 +102,62 @@ def test_trade_outside_a_fresh_quote_is_not_stale() -> None:
     )
     alerts, _, _ = _run(msgs)
     assert alerts == []
+
+
+def _detect(quotes: list, trades: list, limits: anomaly.Thresholds = LIMITS) -> list:
+    """Feed parsed records through one symbol's detector in event-time order."""
+    items = messages("quotes", quotes) + messages("trades", trades)
+    records = [anomaly.parse(item, SYMBOLS) for item in items]
+    records.sort(key=lambda r: r.event_time)
+    state, out = None, []
+    for record in records:
+        state, alerts = anomaly.detect(state, record, limits)
+        out += alerts
+    return out
+
+
+def _tape(seconds: int, quote_every: float, trade_every: float, start: float = 0.0) -> tuple:
+    """Evenly spaced quotes (calm book) and at-touch trades from `start` for `seconds`."""
+    qs = [quote(i, at=timedelta(seconds=start + i * quote_every))
+          for i in range(int(seconds / quote_every))]
+    ts = [trade(i, price=101.0, at=timedelta(seconds=start + 0.1 + i * trade_every))
+          for i in range(int(seconds / trade_every))]
+    return qs, ts
+
+
+def test_volume_burst_on_a_quiet_symbol_alerts_once_its_evidence_suffices() -> None:
+    # 0.2 trades/s with a quote a second for 10 minutes, then 5x the trades, quotes unchanged
+    qs, ts = _tape(900, 1.0, 5.0)
+    burst = [trade(10_000 + i, price=101.0, at=timedelta(seconds=600.05 + i)) for i in range(60)]
+    burst = [t for t in burst if t["event_time"] not in {x["event_time"] for x in ts}]
+    alerts = [a for a in _detect(qs, ts + burst) if a.alert_type == "volume_burst"]
+    assert len(alerts) == 1
+    delay = (alerts[0].event_time - anomaly.parse_event_time(burst[0]["event_time"]))
+    assert 5.0 < delay.total_seconds() < 20.0  # a quiet symbol needs a few seconds of evidence
+    assert 10.0 < alerts[0].baseline < 14.0  # 12 trades a minute
+    assert alerts[0].observed > 3 * alerts[0].baseline
+
+
+def test_activity_step_seen_in_the_quotes_too_is_not_a_volume_burst() -> None:
+    # 10 minutes at 0.2 trades/s, then 4x trades *and* 4x quotes: busier, not a burst
+    qs, ts = _tape(600, 1.0, 5.0)
+    qs2, ts2 = _tape(300, 0.25, 1.25, start=600.0)
+    qs2 = [dict(q, quote_id=f"b-{i}") for i, q in enumerate(qs2)]
+    ts2 = [dict(t, trade_id=f"b-{i}") for i, t in enumerate(ts2)]
+    assert [a.alert_type for a in _detect(qs + qs2, ts + ts2)] == []
+    # the same step in trades without more quotes is a burst
+    lagging = [a for a in _detect(qs + qs2[::4], ts + ts2) if a.alert_type == "volume_burst"]
+    assert lagging
+
+
+def test_stale_quote_from_prints_inside_a_frozen_quote() -> None:
+    # a quote a second for 100 s, then only trades, each strictly inside the last quote
+    qs, _ = _tape(100, 1.0, 5.0)
+    inside = [trade(i, price=100.5, at=timedelta(seconds=99.5 + i)) for i in range(1, 6)]
+    alerts = _detect(qs, inside)
+    assert [a.alert_type for a in alerts] == ["stale_quote"]
+    # evidence: 2.3 per inside print + age in gaps: 4 prints at 4.5 s -> 13.7 >= 12
+    assert alerts[0].event_time == anomaly.parse_event_time(inside[3]["event_time"])
+    # the same prints at the touch are what a live book does: no alert before 12 gaps
+    at_touch = [dict(t, price=101.0) for t in inside]
+    assert _detect(qs, at_touch) == []

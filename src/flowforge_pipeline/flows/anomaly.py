@@ -10,19 +10,22 @@ the detector that it is normal. Alert types and what they watch:
 * `spread_blowout`: quoted spread / slow moving average of spreads >= `spread_factor`.
 * `crossed_book`: a quote with bid >= ask (validation rejects it for every other flow;
   here it is the signal itself).
-* `stale_quote`: a trade arrives while the newest quote is older than `stale_factor` x the
-  usual gap between quotes (and at least `stale_min_seconds`); or a trade prints outside
-  the newest quote (by less than a fat finger) while that quote is older than
-  `stale_outside_gaps` usual gaps. A live book never prints outside its own quote, a frozen
-  one does as soon as the price walks away from it, which on a quiet symbol comes long
-  before the age alone is conclusive.
-* `volume_burst`: in one of the trailing windows `volume_windows` (2 to 30 s), the trade
-  count is so far above the count the symbol's own per-minute rate expects that a Poisson
-  count that high has probability <= 10^-`volume_log10_p`, and it is also >= `volume_factor`
-  x expected and >= `volume_min_trades`. Scaling by the symbol's own rate lets a busy symbol
-  alert within a second or two and a quiet one as soon as its evidence suffices, instead of
-  waiting for a fixed floor of trades. (Injected bursts raise the trade rate; sizes keep
-  their usual heavy-tailed draw, so traded quantity adds noise rather than signal.)
+* `stale_quote`: evidence that the newest quote is frozen, counted in usual quote gaps,
+  reaches `stale_factor` on a trade: the quote's age / the usual gap between quotes, plus
+  what each trade since that quote said. A live book prints at its own bid or ask and now
+  and then inside; a frozen one keeps trading at a hidden touch that moves away, so its
+  prints land outside the quote (worth `stale_factor - stale_outside_gaps`: conclusive once
+  the quote is `stale_outside_gaps` gaps old) or inside it more often than usual
+  (`stale_inside_weight` each), while a print at the touch counts against
+  (`stale_touch_weight`). On a quiet symbol the prints decide long before the age alone.
+* `volume_burst`: a CUSUM of the symbol's trade arrivals, the log-likelihood ratio of a
+  rate `volume_factor` x baseline against the baseline, alerts at `volume_cusum` +
+  ln(baseline trades per second) (so a busy and a quiet symbol have alike false-alert
+  rates per day), after at least `volume_min_trades` trades in the run. The baseline is the
+  larger of the per-minute average and the last `volume_quote_seconds` of quotes times the
+  usual trades per quote, which follows a step in activity at once (a burst adds trades,
+  not quotes). (Injected bursts raise the trade rate; sizes keep their usual heavy-tailed
+  draw, so traded quantity adds noise rather than signal.)
 * `price_jump`: one mid-to-mid log return >= `price_sigmas` x the 1-minute volatility
   (moving average of per-minute realized variance of mid returns).
 * `fat_finger`: a trade printed outside the prevailing quote by >= `outside_fraction` of mid.
@@ -35,7 +38,6 @@ against its threshold: < 2x low, < 4x medium, else high. Alert ids are determini
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 from collections import deque
@@ -110,13 +112,14 @@ class Thresholds:
     """Detector settings (defaults tuned on a clean run; see docs/anomaly.md)."""
 
     spread_factor: float = 3.0
-    stale_factor: float = 15.0
-    stale_min_seconds: float = 3.0
+    stale_factor: float = 12.0
     stale_outside_gaps: float = 2.0
+    stale_inside_weight: float = 2.3
+    stale_touch_weight: float = -1.0
     volume_factor: float = 5.0
     volume_min_trades: int = 4
-    volume_log10_p: float = 7.0
-    volume_windows: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 30.0)
+    volume_cusum: float = 12.75
+    volume_quote_seconds: float = 20.0
     price_sigmas: float = 12.0
     outside_fraction: float = 0.01
     warmup_quotes: int = 50
@@ -186,26 +189,6 @@ class Alert:
         )
 
 
-def poisson_log_tail(n: int, mu: float) -> float:
-    """Natural log of P(N >= n) for N ~ Poisson(mu), n >= 1, mu > 0 (summed upward from n)."""
-    head = -mu + n * math.log(mu) - math.lgamma(n + 1)
-    rest, term, k = 0.0, 1.0, n
-    while True:
-        k += 1
-        term *= mu / k
-        rest += term
-        if term < 1e-12 * (1.0 + rest):
-            return head + math.log1p(rest)
-
-
-def poisson_quantile(mu: float, log_p: float) -> int:
-    """Smallest n with log P(N >= n) <= log_p: the count a window must reach to alert."""
-    n = max(1, math.ceil(mu))
-    while poisson_log_tail(n, mu) > log_p:
-        n += 1
-    return n
-
-
 def severity(observed: float, threshold: float) -> str:
     """Grade how far past its threshold an observation is."""
     ratio = abs(observed) / threshold if threshold > 0 else math.inf
@@ -239,14 +222,21 @@ class SymbolDetector:
     spread: Ewma = field(default_factory=lambda: Ewma(0.01))
     quote_gap: Ewma = field(default_factory=lambda: Ewma(0.02))
     minute_trades: Ewma = field(default_factory=lambda: Ewma(0.1))
+    trades_per_quote: Ewma = field(default_factory=lambda: Ewma(0.1))
     minute_var: Ewma = field(default_factory=lambda: Ewma(0.1))
     last_quote: Quote | None = None
     last_mid: float | None = None
     minute: int | None = None
     minute_count: int = 0
+    minute_quotes: int = 0
     minute_sq: float = 0.0
     minute_alerted: bool = False
-    recent_trades: deque[datetime] = field(default_factory=deque)
+    stale_evidence: float = 0.0
+    recent_quotes: deque[datetime] = field(default_factory=deque)
+    cusum: float = 0.0
+    cusum_at: datetime | None = None
+    run_start: datetime | None = None
+    run_trades: int = 0
     last_alert: dict[str, datetime] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- episodes
@@ -271,11 +261,13 @@ class SymbolDetector:
             return
         if not self.minute_alerted:
             self.minute_trades.add(float(self.minute_count))
+            if self.minute_quotes:
+                self.trades_per_quote.add(self.minute_count / self.minute_quotes)
             if self.minute_sq > 0:
                 self.minute_var.add(self.minute_sq)
         for _ in range(min(minute - self.minute - 1, 5)):  # quiet minutes count as empty
             self.minute_trades.add(0.0)
-        self.minute, self.minute_count, self.minute_sq = minute, 0, 0.0
+        self.minute, self.minute_count, self.minute_quotes, self.minute_sq = minute, 0, 0, 0.0
         self.minute_alerted = False
 
     # ---------------------------------------------------------------- inputs
@@ -310,6 +302,9 @@ class SymbolDetector:
             else:
                 self.minute_sq += ret * ret
         self.last_quote, self.last_mid = quote, mid
+        self.stale_evidence = 0.0
+        self.minute_quotes += 1
+        self.recent_quotes.append(quote.event_time)
         return out
 
     def on_crossed(self, crossed: CrossedQuote) -> list[Alert]:
@@ -318,7 +313,22 @@ class SymbolDetector:
                           crossed.event_time, crossed.symbol)
 
     def _stale_limit(self) -> float:
-        return max(self.limits.stale_min_seconds, self.limits.stale_factor * self.quote_gap.mean)
+        """A quote gap this long is kept out of the usual-gap baseline."""
+        return max(3.0, 15.0 * self.quote_gap.mean)
+
+    def _stale_evidence(self, outside: float, price: float, quote: Quote) -> float:
+        """What one trade says about the newest quote being frozen (in usual quote gaps).
+
+        A live book prints at its own bid or ask and now and then inside; a frozen one shows
+        prints at a hidden touch that has moved: outside the quote (nearly conclusive),
+        inside it more often than usual. A print at the touch speaks for a live quote.
+        """
+        lim = self.limits
+        if outside > 0.0:
+            return lim.stale_factor - lim.stale_outside_gaps
+        if quote.bid < price < quote.ask:
+            return lim.stale_inside_weight
+        return lim.stale_touch_weight
 
     def on_trade(self, trade: Trade) -> list[Alert]:
         """Stale-quote, fat-finger and volume checks on a trade."""
@@ -328,50 +338,71 @@ class SymbolDetector:
         quote = self.last_quote
         if quote is not None:
             age = (trade.event_time - quote.event_time).total_seconds()
-            limit = self._stale_limit()
             mid = (quote.bid + quote.ask) / 2.0
             outside = max(quote.bid - trade.price, trade.price - quote.ask) / mid
-            if self.quote_gap.n >= lim.warmup_quotes and (
-                age >= limit
-                or (0.0 < outside < lim.outside_fraction
-                    and age >= lim.stale_outside_gaps * self.quote_gap.mean)
-            ):
-                out += self._emit("stale_quote", age, self.quote_gap.mean, limit,
-                                  trade.event_time, trade.symbol)
+            gap = self.quote_gap.mean
+            if self.quote_gap.n >= lim.warmup_quotes and gap > 0 and outside < lim.outside_fraction:
+                self.stale_evidence += self._stale_evidence(outside, trade.price, quote)
+                if self.stale_evidence + age / gap >= lim.stale_factor:
+                    out += self._emit("stale_quote", age, gap, lim.stale_factor * gap,
+                                      trade.event_time, trade.symbol)
             if outside >= lim.outside_fraction:
                 out += self._emit("fat_finger", outside, 0.0, lim.outside_fraction,
                                   trade.event_time, trade.symbol)
         self.minute_count += 1
-        recent = self.recent_trades
-        recent.append(trade.event_time)
-        oldest = trade.event_time - timedelta(seconds=max(lim.volume_windows))
-        while recent and recent[0] <= oldest:
-            recent.popleft()
-        if self.minute_trades.n >= lim.warmup_minutes and self.minute_trades.mean > 0:
-            burst = self._volume_burst(trade.event_time)
-            if burst is not None:
-                count, expected, limit = burst
-                out += self._emit("volume_burst", count, expected, limit, trade.event_time,
-                                  trade.symbol)
-                self.minute_alerted = True
+        burst = self._volume_burst(trade.event_time)
+        if burst is not None:
+            observed, baseline, limit = burst
+            out += self._emit("volume_burst", observed, baseline, limit, trade.event_time,
+                              trade.symbol)
+            self.minute_alerted = True
         return out
 
-    def _volume_burst(self, at: datetime) -> tuple[float, float, float] | None:
-        """(count, expected, alerting count) of the first window whose count is a burst."""
+    def _trade_rate(self, at: datetime) -> float:
+        """Expected trades per second now: the slower of two baselines never hides a burst.
+
+        The per-minute average lags when activity steps up (a session opens, another
+        closes); the quotes of the last `volume_quote_seconds`, times the symbol's usual
+        trades per quote, follow at once, and a burst adds trades, not quotes.
+        """
         lim = self.limits
-        rate = self.minute_trades.mean / 60.0
-        log_p = -lim.volume_log10_p * math.log(10.0)
-        times = list(self.recent_trades)
-        for seconds in lim.volume_windows:
-            start = at - timedelta(seconds=seconds)
-            count = len(times) - bisect.bisect_right(times, start)
-            expected = rate * seconds
-            if (count >= lim.volume_min_trades and count >= lim.volume_factor * expected
-                    and poisson_log_tail(count, expected) <= log_p):
-                limit = max(float(lim.volume_min_trades), lim.volume_factor * expected,
-                            float(poisson_quantile(expected, log_p)))
-                return float(count), expected, limit
-        return None
+        recent = self.recent_quotes
+        oldest = at - timedelta(seconds=lim.volume_quote_seconds)
+        while recent and recent[0] <= oldest:
+            recent.popleft()
+        by_quotes = self.trades_per_quote.mean * len(recent) / lim.volume_quote_seconds
+        return max(self.minute_trades.mean / 60.0, by_quotes)
+
+    def _volume_burst(self, at: datetime) -> tuple[float, float, float] | None:
+        """CUSUM of the trade arrivals: rate `volume_factor` x baseline against the baseline.
+
+        The log-likelihood ratio of a Poisson stream at m x rate against one at rate gains
+        ln m per trade and loses (m - 1) x rate per second of event time; the statistic is
+        that ratio since the start of the current run (never below 0). It alerts at
+        `volume_cusum` + ln(rate per second), which keeps the false-alert rate per day alike
+        for busy and quiet symbols: a busy one alerts within a second or two, a quiet one as
+        soon as its evidence suffices. Returns (trades per minute in the run, baseline per
+        minute, threshold per minute).
+        """
+        lim = self.limits
+        m = lim.volume_factor
+        ready = self.minute_trades.n >= lim.warmup_minutes and self.minute_trades.mean > 0
+        rate = self._trade_rate(at) if ready else 0.0
+        if self.cusum_at is not None and ready:
+            self.cusum -= (m - 1.0) * rate * (at - self.cusum_at).total_seconds()
+        self.cusum_at = at
+        if not ready or self.cusum <= 0.0:
+            self.cusum, self.run_start, self.run_trades = 0.0, at, 0
+        self.cusum += math.log(m)
+        self.run_trades += 1
+        if (not ready or self.run_trades < lim.volume_min_trades
+                or self.cusum < lim.volume_cusum + math.log(rate)):
+            return None
+        assert self.run_start is not None
+        span = max((at - self.run_start).total_seconds(), 1.0)
+        observed = self.run_trades * 60.0 / span
+        self.cusum, self.run_start, self.run_trades = 0.0, at, 0
+        return observed, rate * 60.0, m * rate * 60.0
 
 
 Observation = Trade | Quote | CrossedQuote
