@@ -149,7 +149,9 @@ def produce(bootstrap: str, n_trades: int) -> Workload:
     return Workload(records, trades, closed)
 
 
-def launch(name: str, bootstrap: str, out: Path, workdir: Path) -> subprocess.Popen[bytes]:
+def launch(
+    name: str, bootstrap: str, out: Path, workdir: Path, project_src: Path | None = None
+) -> subprocess.Popen[bytes]:
     log = (workdir / f"{name}.log").open("ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if name == "project":
@@ -162,7 +164,7 @@ def launch(name: str, bootstrap: str, out: Path, workdir: Path) -> subprocess.Po
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "PEER_VWAP_TOPIC": "trades",
             "PEER_VWAP_OUTPUT": str(out),
-            "PYTHONPATH": str(PEERS),
+            "PYTHONPATH": str(PEERS) + (f":{project_src}" if project_src else ""),
         })
         argv = [sys.executable, "-m", "bytewax.run", "project_vwap:flow",
                 "-r", str(recovery), "-s", "5", "-b", "0"]
@@ -193,12 +195,13 @@ def cpu_of(proc: psutil.Process) -> float:
 
 
 def run_one(
-    name: str, bootstrap: str, workload: Workload, workdir: Path, tag: str, timeout: float
+    name: str, bootstrap: str, workload: Workload, workdir: Path, tag: str, timeout: float,
+    project_src: Path | None = None,
 ) -> Run:
     """Start a contender, wait until its output holds every closed window, stop it."""
     out = workdir / f"{name}-{tag}.jsonl"
     t0 = time.monotonic()
-    proc = launch(name, bootstrap, out, workdir)
+    proc = launch(name, bootstrap, out, workdir, project_src)
     ps = psutil.Process(proc.pid)
     done_at: float | None = None
     cpu = 0.0
@@ -259,7 +262,12 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each contender")
     parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    parser.add_argument("--timeout", type=float, default=120.0, help="per contender run, s")
+    parser.add_argument("--timeout", type=float, default=300.0, help="per contender run, s")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, metavar="DIR",
+        help="also run the project contender with the package in DIR/src (e.g. an older "
+        "commit: git archive <commit> src | tar -x -C DIR), as contender 'baseline'",
+    )
     parser.add_argument("--setup-only", action="store_true", help="create .venv-peers, exit")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     add_json_option(parser)
@@ -281,9 +289,15 @@ def main() -> None:
         cpu: dict[str, list[float]] = {n: [] for n in args.only}
         outputs: dict[str, Path] = {}
         failed: list[str] = []
+        names = list(args.only)
+        if args.baseline is not None:
+            names.insert(0, "baseline")
+            seconds["baseline"], cpu["baseline"] = [], []
         for i in range(args.repeat):
-            for name in args.only:
-                run = run_one(name, bootstrap, workload, workdir, str(i), args.timeout)
+            for name in names:
+                src = (args.baseline / "src").resolve() if name == "baseline" else None
+                run = run_one("project" if src else name, bootstrap, workload, workdir,
+                              f"{name}-{i}", args.timeout, src)
                 if run.seconds is None:
                     failed.append(name)
                     print(f"  {name}: did not emit all {workload.windows} windows")
@@ -301,7 +315,7 @@ def main() -> None:
         rate = {n: workload.records / s for n, s in best.items()}
         figures: list[Figure] = []
         print(f"events/s (best of {args.repeat}; median in brackets):")
-        for name in args.only:
+        for name in names:
             if name in rate:
                 med = workload.records / statistics.median(seconds[name])
                 print(f"  {name:8s} {rate[name]:10,.0f}  ({med:,.0f})  {best[name]:.2f} s")
@@ -316,6 +330,10 @@ def main() -> None:
                       f"{'met' if met else 'NOT met'})")
                 figures.append(Figure(f"project / {peer}", round(ratio, 2), "x",
                                       f">= {target}", met))
+        if "baseline" in rate and "project" in rate:
+            speedup = rate["project"] / rate["baseline"]
+            print(f"  project / baseline: {speedup:.2f}x")
+            figures.append(Figure("project / baseline", round(speedup, 2), "x"))
         print(f"identical VWAPs across {', '.join(outputs)}: {identical}")
         figures.append(Figure("identical VWAPs", str(identical).lower(), "", "true", identical))
         emit(args.json, "peer_vwap", figures, extra={
