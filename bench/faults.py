@@ -22,7 +22,7 @@ tables (all columns but `updated_at`). "Time to recover" runs from the restart t
 the component is healthy again and every flow it affects has read past where it was at the
 kill (a store: and no flow reports it down any more).
 
-Run: .venv/bin/python bench/faults.py [--minutes 15] [--rate 4000] [--only vwap clickhouse]
+Run: .venv/bin/python bench/faults.py [--minutes 10] [--rate 3000] [--only vwap clickhouse]
      [--json bench/results/faults.json]
 """
 
@@ -158,8 +158,20 @@ class Stack:
         process.stop(rec, signal.SIGKILL, timeout=10)
 
     def restart(self) -> None:
-        """Start what is not running, as `up` does after a crash (waits until healthy)."""
-        local.up(self.settings, echo=lambda _: None, stages=("service",))
+        """Start what is not running, as `up` does after a crash (waits until healthy).
+
+        A killed server's port can stay taken for a moment (a socket still closing, or an
+        outgoing connection given the same local port): `up` refuses then; try again.
+        """
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                local.up(self.settings, echo=lambda _: None, stages=("service",))
+                return
+            except local.StackError as exc:
+                if "in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def reset_broker(self) -> None:
         """Empty topics for the next run: the local broker keeps them in memory only."""
@@ -177,13 +189,23 @@ class Stack:
 # --- deterministic input -----------------------------------------------------------------
 
 
-def generate(settings: Settings, start: str, end: str, seed: int, path: Path) -> list[dict]:
-    """The generator's backfill of [start, end) with `seed`, as JSON lines (not yet sent)."""
-    subprocess.run(
+def start_generator(start: str, end: str, seed: int, path: Path) -> subprocess.Popen[bytes]:
+    """The generator writing its backfill of [start, end) with `seed` to `path` (JSON lines).
+
+    It needs no stack, so it can run while the stack starts.
+    """
+    return subprocess.Popen(
         [sys.executable, "-m", "flowforge_pipeline.cli", "generate", "--backfill", start, end,
          "--seed", str(seed), "--output", str(path)],
-        env={**os.environ, **settings.as_env()}, check=True, capture_output=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+
+
+def generated(proc: subprocess.Popen[bytes], path: Path) -> list[dict]:
+    """The records of a finished `start_generator`."""
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"generate failed: {err.decode(errors='replace').strip()[-500:]}")
     with path.open() as fh:
         return [json.loads(line) for line in fh]
 
@@ -218,6 +240,7 @@ class Feeder(threading.Thread):
         super().__init__(daemon=True)
         self.settings, self.records, self.rate = settings, records, rate
         self.sent = 0
+        self.limit = 1.0  # share of the input it may send for now
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -229,6 +252,8 @@ class Feeder(threading.Thread):
 
     def _progress(self, n: int) -> None:
         self.sent = n
+        while n / len(self.records) >= self.limit:  # held until the next fault is under way
+            time.sleep(0.05)
 
     def share(self) -> float:
         return self.sent / len(self.records) if self.records else 1.0
@@ -263,7 +288,11 @@ class Run:
         base = self.stack.settings
         schema = f"faults_{self.tag}"
         pg = base.postgres + "?options=" + quote(f"-c search_path={schema}")
+        # its own state directory: pid files, logs and Bytewax recovery of this run's flows
+        state = base.state_path / "runs" / self.tag
+        state.mkdir(parents=True)
         self.settings = base.model_copy(update={
+            "state_dir": state,
             "clickhouse_database": f"faults_{self.tag}",
             "redis_url": SecretStr(f"redis://127.0.0.1:{base.local_redis_port}/{self.redis_db}"),
             "live_views_url": SecretStr(pg),
@@ -278,7 +307,6 @@ class Run:
             for t in LIVE_TABLES:
                 conn.execute(postgres_create(t).encode())
         redis_lib.Redis.from_url(self.settings.redis).flushdb()
-        shutil.rmtree(self.settings.state_path / "recovery", ignore_errors=True)
 
     # processes
     def start_flow(self, flow: str) -> None:
@@ -347,6 +375,10 @@ class Run:
     def events_in(self, flow: str) -> float:
         m = self.metrics(flow) or {}
         return sum(v for k, v in m.items() if k.startswith("flowforge_flow_events_in_total{"))
+
+    def events_out(self, flow: str) -> float:
+        m = self.metrics(flow) or {}
+        return sum(v for k, v in m.items() if k.startswith("flowforge_flow_events_out_total{"))
 
     def lag(self, flow: str) -> float | None:
         """Records left to read (Bytewax's consumer lag, every partition); None: not known."""
@@ -559,6 +591,7 @@ def inject(run: Run, comp: str, down_seconds: float, status_cli: bool = True) ->
     out.killed_at = ", ".join(
         f"{f} had read {int(read[f]):,} records, {int(lags[f] or 0):,} left" for f in flows)
     t_kill = time.monotonic()
+    written: dict[str, float] = {}  # rows written per flow before the restart (a store)
     if comp in run.flows:
         run.kill_flow(comp)
         t_restart = time.monotonic()
@@ -583,17 +616,18 @@ def inject(run: Run, comp: str, down_seconds: float, status_cli: bool = True) ->
                 out.status_ok = bool(retrying) and not run.dead()
             time.sleep(max(0.0, down_seconds - (time.monotonic() - t_kill)))
         finally:
+            written = {f: run.events_out(f) for f in flows}
             t_restart = time.monotonic()
             run.stack.restart()
 
     def recovered() -> bool:
+        """Healthy again, and every affected flow writes again (or has nothing left to)."""
         if comp not in run.flows and not run.stack.healthy(comp):
             return False
         for f in flows:
-            lag = run.lag(f)
-            if lag is None or run.down_reported(f):
+            if run.metrics(f) is None or run.down_reported(f):
                 return False
-            if lag > 0 and lag >= (lags[f] or 0):
+            if run.events_out(f) <= written.get(f, 0.0) and run.lag(f) != 0:
                 return False
         return True
 
@@ -608,37 +642,49 @@ def inject(run: Run, comp: str, down_seconds: float, status_cli: bool = True) ->
 COMPONENTS = (*FLOW_NAMES, "clickhouse", "valkey", "postgres")
 
 
+def inject_in_turn(
+    run: Run, feeder: Feeder, faults: list[tuple[str, float]], down_seconds: float,
+    status_cli: bool = True,
+) -> list[Outcome]:
+    """Inject each `(component, share)` fault once that share of the input has been sent.
+
+    With several faults, the input after the next fault's share is held back until the fault
+    before it has recovered, so every fault lands while input flows.
+    """
+    shares = [share for _, share in faults] + [1.0, 1.0]
+    feeder.limit = shares[1]
+    outcomes: list[Outcome] = []
+    for k, (comp, share) in enumerate(faults):
+        out = Outcome(comp)
+        try:
+            wait_until(f"{share:.0%} of the input sent", lambda s=share: feeder.share() >= s,
+                       run, timeout=600)
+            sent = feeder.share()
+            out = inject(run, comp, 0.0 if comp in run.flows else down_seconds,
+                         status_cli=status_cli)
+            out.killed_at = f"{sent:.0%} of the input sent; " + out.killed_at
+        except (AssertionError, TimeoutError, RuntimeError) as exc:
+            out.error = str(exc).splitlines()[0]
+            print(str(exc), file=sys.stderr)
+        finally:
+            feeder.limit = shares[k + 2]
+        outcomes.append(out)
+    return outcomes
+
+
 def one_run(
     stack: Stack, records: list[dict], rate: float, tag: str, redis_db: int,
     faults: list[tuple[str, float]], want: dict[str, Any] | None, down_seconds: float,
-    settle_seconds: float, flows: tuple[str, ...] = FLOW_NAMES, *, feed: bool = True,
-    status_cli: bool = True,
+    settle_seconds: float, flows: tuple[str, ...] = FLOW_NAMES,
 ) -> tuple[dict[str, Any], list[Outcome], float]:
-    """Feed the input at `rate` to fresh flows, injecting each `(component, share)` fault
-    once that share of the input has been sent; returns the final serving layer.
-
-    `feed=False`: the input is on the topics already; the flows read it as a backlog.
-    """
+    """Feed the input at `rate` to fresh flows with `faults` injected; the final serving layer."""
     run = Run(stack, flows, tag, redis_db=redis_db)
-    outcomes: list[Outcome] = []
     started = time.monotonic()
     try:
         run.start()
-        feeder = Feeder(stack.settings, records if feed else [], rate)
+        feeder = Feeder(stack.settings, records, rate)
         feeder.start()
-        for comp, share in faults:
-            out = Outcome(comp)
-            try:
-                wait_until(f"{share:.0%} of the input sent", lambda s=share: feeder.share() >= s,
-                           run, timeout=600)
-                sent = feeder.share()
-                out = inject(run, comp, 0.0 if comp in run.flows else down_seconds,
-                             status_cli=status_cli)
-                out.killed_at = f"{sent:.0%} of the input sent; " + out.killed_at
-            except (AssertionError, TimeoutError, RuntimeError) as exc:
-                out.error = str(exc).splitlines()[0]
-                print(str(exc), file=sys.stderr)
-            outcomes.append(out)
+        outcomes = inject_in_turn(run, feeder, faults, down_seconds)
         feeder.join()
         if feeder.error:
             raise RuntimeError(f"feeding the input failed: {feeder.error}")
@@ -655,11 +701,11 @@ def one_run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=int, default=15,
+    parser.add_argument("--minutes", type=int, default=10,
                         help="event-time minutes of the backfill (default rates: ~3,600/min)")
     parser.add_argument("--start", default="2026-11-24T14:30:00+00:00")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--rate", type=float, default=4000.0,
+    parser.add_argument("--rate", type=float, default=3000.0,
                         help="records per second the backfill is sent at")
     parser.add_argument("--only", nargs="*", default=[], choices=COMPONENTS,
                         help="kill only these components")
@@ -676,11 +722,13 @@ def main() -> None:
     end = start + timedelta(minutes=args.minutes)
     targets = args.only or list(COMPONENTS)
     t0 = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="flowforge-faults-input-"))
+    gen = start_generator(start.isoformat(), end.isoformat(), args.seed, workdir / "input.jsonl")
     stack = Stack.start()
     outcomes: list[Outcome] = []
     try:
-        records = generate(stack.settings, start.isoformat(), end.isoformat(), args.seed,
-                           stack.settings.state_path / "input.jsonl")
+        records = generated(gen, workdir / "input.jsonl")
+        shutil.rmtree(workdir, ignore_errors=True)
         print(f"input: generator seed {args.seed}, {start:%Y-%m-%d %H:%M} + {args.minutes} min "
               f"of event time: {len(records):,} records, sent at {args.rate:,.0f}/s "
               f"({time.monotonic() - t0:.0f} s to start the stack and generate it)", flush=True)

@@ -1,7 +1,7 @@
 """SIGKILL a flow, the ClickHouse server, Valkey and PostgreSQL in turn during a backfill.
 
 The smaller version of `bench/faults.py` (same harness): a private stack on random ports;
-the generator's backfill of 3 minutes (across a 5-minute window boundary) with a fixed
+the generator's backfill of 2 minutes (across a 5-minute window boundary) with a fixed
 seed, sent at a fixed rate to four flows (raw_sink, vwap, positions, live_views). While it
 is being sent each component is SIGKILLed in turn and restarted (each store after being
 down longer than the sinks' old retry budget). While a store is down no flow may exit, and
@@ -26,27 +26,46 @@ import faults  # noqa: E402
 pytestmark = pytest.mark.slow
 
 FLOWS = ("raw_sink", "vwap", "positions", "live_views")
-KILLS = [("vwap", 0.05), ("clickhouse", 0.25), ("valkey", 0.5), ("postgres", 0.75)]
+KILLS = [("vwap", 0.1), ("clickhouse", 0.3), ("valkey", 0.5), ("postgres", 0.7)]
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[faults.Stack]:
+def stack_and_input(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[faults.Stack, list]]:
+    path = tmp_path_factory.mktemp("faults") / "input.jsonl"
+    gen = faults.start_generator(
+        "2026-11-24T14:34:00+00:00", "2026-11-24T14:36:00+00:00", 11, path
+    )
     s = faults.Stack.start()
     try:
-        yield s
+        yield s, faults.generated(gen, path)
     finally:
         s.stop()
 
 
-def test_killed_components_recover_with_nothing_lost_or_doubled(stack: faults.Stack) -> None:
-    records = faults.generate(
-        stack.settings, "2026-11-24T14:33:30+00:00", "2026-11-24T14:36:30+00:00", 11,
-        stack.settings.state_path / "input.jsonl",
-    )
-    got, outcomes, _ = faults.one_run(
-        stack, records, 280.0, f"faulted_{uuid.uuid4().hex[:6]}", 2, KILLS, None,
-        down_seconds=4.0, settle_seconds=30, flows=FLOWS, status_cli=False,
-    )
+def test_killed_components_recover_with_nothing_lost_or_doubled(
+    stack_and_input: tuple[faults.Stack, list],
+) -> None:
+    stack, records = stack_and_input
+    faulted = faults.Run(stack, FLOWS, f"faulted_{uuid.uuid4().hex[:6]}", redis_db=2)
+    plain = faults.Run(stack, FLOWS, f"plain_{uuid.uuid4().hex[:6]}", redis_db=3)
+    try:
+        faulted.start()
+        feeder = faults.Feeder(stack.settings, records, 1500.0)
+        feeder.start()
+        outcomes = faults.inject_in_turn(faulted, feeder, KILLS, 4.0, status_cli=False)
+        feeder.join()
+        assert feeder.error is None
+        # the uninterrupted run reads the same topics, now complete, into its own outputs
+        plain.start()
+        got, _ = faults.settle(faulted, None, 30)
+        want, _ = faults.settle(plain, got, 30)
+    finally:
+        for run in (faulted, plain):
+            run.stop()
+            run.drop()
+
     assert [o.component for o in outcomes] == [c for c, _ in KILLS]
     for o in outcomes:
         assert not o.error, f"{o.component}: {o.error}"
@@ -55,11 +74,6 @@ def test_killed_components_recover_with_nothing_lost_or_doubled(stack: faults.St
             assert o.status_ok, f"{o.component} down, status said: {o.status_seen}"
             store = faults.COMPONENT_STORE[o.component]
             assert f"{store} unreachable" in o.status_seen
-
-    want, _, _ = faults.one_run(
-        stack, records, 0.0, f"plain_{uuid.uuid4().hex[:6]}", 3, [], got,
-        down_seconds=0.0, settle_seconds=30, flows=FLOWS, feed=False,
-    )
     assert faults.differences(got, want) == []
     # the comparison covers real output of every kind
     assert got["clickhouse raw_trades"]["rows"] > 500
