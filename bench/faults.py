@@ -130,6 +130,7 @@ class Stack:
 
     @classmethod
     def start(cls, partitions: int = 3) -> Stack:
+        """Start the stand-ins; on any failure (Ctrl-C included) stop what was started."""
         state = Path(tempfile.mkdtemp(prefix="flowforge-faults-"))
         state.chmod(0o755)
         settings = Settings(
@@ -143,8 +144,13 @@ class Stack:
             LOCAL_FLOW_METRICS_PORT=free_block(len(FLOW_NAMES)),
             KAFKA_TOPIC_PARTITIONS=partitions,
         )
-        local.up(settings, echo=lambda _: None, stages=("service",))
-        return cls(settings)
+        stack = cls(settings)
+        try:
+            local.up(settings, echo=lambda _: None, stages=("service",))
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
 
     def stop(self) -> None:
         local.down(self.settings, echo=lambda _: None)
@@ -724,7 +730,11 @@ def main() -> None:
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="flowforge-faults-input-"))
     gen = start_generator(start.isoformat(), end.isoformat(), args.seed, workdir / "input.jsonl")
-    stack = Stack.start()
+    try:
+        stack = Stack.start()
+    except BaseException:
+        gen.kill()
+        raise
     outcomes: list[Outcome] = []
     try:
         records = generated(gen, workdir / "input.jsonl")

@@ -37,7 +37,11 @@ def stack_and_input(
     gen = faults.start_generator(
         "2026-11-24T14:34:00+00:00", "2026-11-24T14:36:00+00:00", 11, path
     )
-    s = faults.Stack.start()
+    try:
+        s = faults.Stack.start()
+    except BaseException:
+        gen.kill()
+        raise
     try:
         yield s, faults.generated(gen, path)
     finally:
