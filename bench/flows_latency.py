@@ -112,16 +112,22 @@ def start_flows(settings: Settings, logdir: Path) -> list[subprocess.Popen]:
             comp.argv(settings, UpOptions()), env={**os.environ, **comp.env(settings)},
             stdout=log, stderr=subprocess.STDOUT,
         ))
-    for comp in flow_components():
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                comp.ready(settings)
-                break
-            except Exception:  # noqa: BLE001
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+    try:
+        for comp in flow_components():
+            deadline = time.monotonic() + 180  # a busy shared machine starts them slowly
+            while True:
+                try:
+                    comp.ready(settings)
+                    break
+                except Exception:  # noqa: BLE001
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+    except BaseException:
+        for p in procs:  # the caller never gets them: stop them here
+            p.kill()
+            p.wait()
+        raise
     return procs
 
 
