@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import re
 import socket
 import subprocess
 import uuid
@@ -289,3 +290,50 @@ def test_malformed_requests_keep_server_running(server: ClickHouseHTTPServer) ->
     status, _, body = request(server, b"SELECT 1", headers={"Content-Encoding": "snappy-ish"})
     assert status != 200 and b"UNKNOWN_COMPRESSION_METHOD" in body
     assert request(server, b"SELECT 42")[2] == b"42\n"
+
+
+_ESCAPED_NEWLINE = re.compile(r"\\n *")
+
+
+def _describe(server: ClickHouseHTTPServer, table: str, **params: str) -> list[str]:
+    status, _, body = request(server, f"DESCRIBE TABLE {table}".encode(), params=params)
+    assert status == 200, body
+    # Types print pretty (an escaped newline per tuple element): compare them on one line.
+    rows = [line.split("\t") for line in body.decode().splitlines()]
+    return [name + " " + _ESCAPED_NEWLINE.sub("", type_) for name, type_, *_ in rows]
+
+
+def test_describe_answers_follow_every_change(server: ClickHouseHTTPServer) -> None:
+    """DESCRIBE answers are remembered; DDL, SET and temporary tables must show at once."""
+    table = f"desc_{uuid.uuid4().hex[:8]}"
+    session = {"session_id": uuid.uuid4().hex}
+    request(server, f"CREATE TABLE {table} (a UInt8) ENGINE = MergeTree ORDER BY a".encode())
+    for params in ({}, session, {}, session):
+        assert _describe(server, table, **params) == ["a UInt8"]
+
+    request(server, f"ALTER TABLE {table} ADD COLUMN t Tuple(x String, y Int64)".encode())
+    for params in ({}, session):
+        assert _describe(server, table, **params) == ["a UInt8", "t Tuple(x String,y Int64)"]
+
+    # A session setting changes the answer for that session only.
+    plain = ["a UInt8", "t Tuple(x String,y Int64)"]
+    request(server, b"SET describe_include_subcolumns = 1", params=session)
+    with_subcolumns = _describe(server, table, **session)
+    assert with_subcolumns[:2] == plain and "t.y Int64" in with_subcolumns
+    assert _describe(server, table) == plain
+    # So does a URL setting, for that request only.
+    assert _describe(server, table, describe_include_subcolumns="1") == with_subcolumns
+    assert _describe(server, table) == plain
+
+    # A session's temporary table shadows the table for that session only.
+    other = {"session_id": uuid.uuid4().hex}
+    assert _describe(server, table, **other) == ["a UInt8", "t Tuple(x String,y Int64)"]
+    request(server, f"CREATE TEMPORARY TABLE {table} (z String)".encode(), params=other)
+    assert _describe(server, table, **other) == ["z String"]
+    assert _describe(server, table) == ["a UInt8", "t Tuple(x String,y Int64)"]
+
+    request(server, f"DROP TABLE {table}".encode())
+    status, headers, body = request(server, f"DESCRIBE TABLE {table}".encode())
+    assert status == 404 and headers["x-clickhouse-exception-code"] == "60", body
+    request(server, f"CREATE TABLE {table} (b String) ENGINE = Memory".encode())
+    assert _describe(server, table) == ["b String"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import fcntl
-import json
 import logging
 import secrets
 import socket
@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from flowforge_pipeline.standins.clickhouse_server import compression
+from flowforge_pipeline.standins.clickhouse_server.cache import Answer, Classifier, SchemaAnswers
 from flowforge_pipeline.standins.clickhouse_server.errors import ClickHouseError, from_engine
 from flowforge_pipeline.standins.clickhouse_server.sessions import (
     EngineConnection,
@@ -41,9 +42,11 @@ from flowforge_pipeline.standins.clickhouse_server.sessions import (
 from flowforge_pipeline.standins.clickhouse_server.sql import (
     IncompleteInput,
     InsertSplit,
-    analyse,
+    Statement,
+    analyse_once,
     find_insert_data,
     is_access_control,
+    is_plain_describe,
 )
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,8 @@ STREAMABLE_FORMATS = frozenset(
 _READ_CHUNK = 1 << 20
 LOCK_FILE = ".flowforge-clickhouse.lock"
 _INSERT_APPEND = 1 << 20
+# How much of a body's start is searched for where an INSERT's data begins (more on need).
+_SPLIT_WINDOW = 1 << 16
 _SERVER_NAME = socket.gethostname()
 
 
@@ -141,18 +146,12 @@ class Summary:
     def header(self) -> str:
         """The header's JSON, with every figure a string as ClickHouse writes it."""
         elapsed_ns = int((time.perf_counter() - self.started) * 1e9)
-        return json.dumps(
-            {
-                "read_rows": str(self.read_rows),
-                "read_bytes": str(self.read_bytes),
-                "written_rows": str(self.written_rows),
-                "written_bytes": str(self.written_bytes),
-                "total_rows_to_read": str(self.read_rows),
-                "result_rows": str(self.result_rows),
-                "result_bytes": str(self.result_bytes),
-                "elapsed_ns": str(elapsed_ns),
-            },
-            separators=(",", ":"),
+        # Every value is an integer written as a JSON string: nothing needs escaping.
+        return (
+            f'{{"read_rows":"{self.read_rows}","read_bytes":"{self.read_bytes}",'
+            f'"written_rows":"{self.written_rows}","written_bytes":"{self.written_bytes}",'
+            f'"total_rows_to_read":"{self.read_rows}","result_rows":"{self.result_rows}",'
+            f'"result_bytes":"{self.result_bytes}","elapsed_ns":"{elapsed_ns}"}}'
         )
 
     def add_result(self, res: Any) -> None:
@@ -191,6 +190,16 @@ class Engine:
         self.timezone = bytes(self.root.run("SELECT timezone()").bytes()).decode().strip() or "UTC"
         self.pool = Pool(self.path)
         self.sessions = SessionManager(self.path)
+        self.schema = SchemaAnswers()
+        self.classifier = Classifier()
+
+    @staticmethod
+    def _classify(conn: EngineConnection, sql: str) -> str:
+        return str(conn.raw.classify_query(sql)["query_class"].name)
+
+    def classify(self, conn: EngineConnection, sql: str) -> str:
+        """The engine's query class of `sql` (READ_ONLY, MUTATING, CONTROL, ...)."""
+        return self.classifier.classify(sql, lambda text: self._classify(conn, text))
 
     def close(self) -> None:
         """Close every connection; the engine stops with the last one."""
@@ -290,7 +299,7 @@ class _Response:
 
     def _common(self) -> list[tuple[str, str]]:
         return [
-            ("Date", self.handler.date_time_string()),
+            ("Date", _http_date()),
             ("X-ClickHouse-Server-Display-Name", _SERVER_NAME),
             ("X-ClickHouse-Query-Id", self.query_id),
             ("X-ClickHouse-Timezone", self.handler.app.engine.timezone),
@@ -538,7 +547,7 @@ class _Request:
         at_eof = False
         while True:
             try:
-                split = find_insert_data(buf.decode("latin-1"), at_eof)
+                split = _find_insert_data(buf, at_eof)
                 break
             except IncompleteInput:
                 chunk = next(self.chunks, None)
@@ -565,6 +574,11 @@ class _Request:
 
     def run(self) -> None:
         buf, split = self._read_statement()
+        sql = ""
+        stmt: Statement | None = None
+        if split is None:
+            sql = buf.decode("utf-8", errors="replace")
+            stmt = analyse_once(sql)
         conn, session = self._acquire()
         healthy = True
         old_db = conn.database
@@ -590,12 +604,13 @@ class _Request:
             else:
                 if self.database:
                     conn.use(self.database)
-                is_set = split is None and _first_word(buf) == "SET"
+                is_set = stmt is not None and stmt.first_word == "SET"
                 conn.apply_session(self.settings, before_set_statement=is_set)
             if split is not None:
                 self._insert(conn, buf, split)
             else:
-                self._query(conn, buf.decode("utf-8", errors="replace"))
+                assert stmt is not None
+                self._query(conn, sql, stmt)
         except (BrokenPipeError, ConnectionResetError):
             healthy = False
             raise
@@ -607,7 +622,7 @@ class _Request:
         if self.readonly:
             self._readonly_error()
         statement = split.statement.encode("latin-1").decode("utf-8", errors="replace")
-        stmt = analyse(statement)
+        stmt = analyse_once(statement)
         if stmt.statement_count > 1:
             self._multi_statement_error(statement, stmt.error_position)
         try:
@@ -615,14 +630,20 @@ class _Request:
         except Exception as exc:
             raise from_engine(exc) from exc
         try:
-            pending = bytearray(buf[split.data_offset :])
+            # Pieces go to the engine as they are (one join when several are pending): an
+            # insert's data is copied as few times as the engine's bytes-only call allows.
+            head = bytes(memoryview(buf)[split.data_offset :])
+            pending: list[bytes] = [head] if head else []
+            size = len(head)
             for chunk in self.chunks:
-                pending += chunk
-                if len(pending) >= _INSERT_APPEND:
-                    conn.raw.insert_append(inserter, bytes(pending))
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= _INSERT_APPEND:
+                    conn.raw.insert_append(inserter, _joined(pending))
                     pending.clear()
+                    size = 0
             if pending:
-                conn.raw.insert_append(inserter, bytes(pending))
+                conn.raw.insert_append(inserter, _joined(pending))
             result = conn.raw.insert_done(inserter)
         except ClickHouseError:
             _cancel(conn, inserter)
@@ -635,8 +656,7 @@ class _Request:
         self._send_empty()
 
     # ------------------------------------------------------------------ other statements
-    def _query(self, conn: EngineConnection, sql: str) -> None:
-        stmt = analyse(sql)
+    def _query(self, conn: EngineConnection, sql: str, stmt: Statement) -> None:
         if stmt.statement_count == 0:
             raise ClickHouseError("SYNTAX_ERROR", "Empty query")
         if stmt.statement_count > 1:
@@ -648,9 +668,21 @@ class _Request:
                 "server: its users and passwords are configured in the pipeline settings "
                 "(CLICKHOUSE_USER, CLICKHOUSE_PASSWORD or the credentials in CLICKHOUSE_URL)",
             )
-        kind = conn.raw.classify_query(sql)["query_class"].name
+        kind = self.app.engine.classify(conn, sql)
         if self.readonly and kind in ("MUTATING", "MUTATING_GLOBAL"):
             self._readonly_error()
+        if kind == "READ_ONLY":
+            self._run_statement(conn, sql, stmt, kind)
+            return
+        # Anything else may change a table's definition, a setting or a session's state.
+        schema = self.app.engine.schema
+        schema.invalidate()
+        try:
+            self._run_statement(conn, sql, stmt, kind)
+        finally:
+            schema.invalidate()
+
+    def _run_statement(self, conn: EngineConnection, sql: str, stmt: Statement, kind: str) -> None:
         returns_rows = kind in ("READ_ONLY", "UNKNOWN") and stmt.first_word not in ("SET", "USE")
         fmt = stmt.output_format or self.params.get("default_format") or "TabSeparated"
         wait = self.params.get("wait_end_of_query") in ("1", "true")
@@ -666,6 +698,9 @@ class _Request:
             return
         self.response.headers.append(("X-ClickHouse-Format", fmt))
         content_type = _content_type(fmt)
+        if stmt.first_word in ("DESCRIBE", "DESC") and is_plain_describe(sql):
+            self._describe(conn, sql, fmt, content_type)
+            return
         if not wait and fmt.lower() in STREAMABLE_FORMATS:
             try:
                 self._stream(conn, sql, fmt, content_type)
@@ -681,6 +716,41 @@ class _Request:
         self.summary.add_result(result)
         self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
         self.response.send_whole(200, bytes(result.bytes()), content_type)
+
+    def _describe(self, conn: EngineConnection, sql: str, fmt: str, content_type: str) -> None:
+        """Answer a plain DESCRIBE TABLE, from memory when nothing changed since it last ran."""
+        schema = self.app.engine.schema
+        # The connection is part of the key: a session's temporary table shadows a table of
+        # the same name for that connection only.
+        key = (
+            conn.serial,
+            conn.database,
+            sql,
+            fmt,
+            tuple(self.settings.items()),
+            tuple(self.query_params.items()),
+        )
+        answer = schema.get(key)
+        if answer is None:
+            generation = schema.generation
+            try:
+                result = conn.raw.query(sql, fmt, params=self.query_params)
+            except Exception as exc:
+                raise from_engine(exc) from exc
+            answer = Answer(
+                bytes(result.bytes()),
+                int(result.storage_rows_read()),
+                int(result.storage_bytes_read()),
+                int(result.rows_read()),
+                int(result.bytes_read()),
+            )
+            schema.put(key, answer, generation)
+        self.summary.read_rows += answer.read_rows
+        self.summary.read_bytes += answer.read_bytes
+        self.summary.result_rows += answer.result_rows
+        self.summary.result_bytes += answer.result_bytes
+        self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
+        self.response.send_whole(200, answer.body, content_type)
 
     def _stream(self, conn: EngineConnection, sql: str, fmt: str, content_type: str) -> None:
         raw = conn.raw
@@ -738,8 +808,32 @@ class _Request:
         )
 
 
-def _first_word(buf: bytearray) -> str:
-    return analyse(bytes(buf[:4096]).decode("utf-8", errors="replace")).first_word
+def _find_insert_data(buf: bytearray, at_eof: bool) -> InsertSplit | None:
+    """`find_insert_data` on the start of the body first: an insert's data is not decoded."""
+    if len(buf) > _SPLIT_WINDOW:
+        try:
+            return find_insert_data(bytes(buf[:_SPLIT_WINDOW]).decode("latin-1"), False)
+        except IncompleteInput:
+            pass
+    return find_insert_data(buf.decode("latin-1"), at_eof)
+
+
+def _joined(pieces: list[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header's value, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    second, text = _date_cache
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True)
+        _date_cache = (now, text)
+    return text
 
 
 def _has_rows(result: Any) -> bool:

@@ -8,6 +8,7 @@ queueing behind one global lock.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -21,6 +22,7 @@ from flowforge_pipeline.standins.clickhouse_server.errors import ClickHouseError
 DEFAULT_SESSION_TIMEOUT = 60
 MAX_SESSION_TIMEOUT = 3600
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SERIALS = itertools.count(1)
 
 
 def quote_literal(value: str) -> str:
@@ -42,6 +44,8 @@ class EngineConnection:
         except Exception as exc:
             raise from_engine(exc) from exc
         self.raw: Any = self.conn._conn
+        #: Never reused within the process, unlike id(): tells connections apart in cache keys.
+        self.serial = next(_SERIALS)
         self.database = "default"
         self.applied: dict[str, str] = {}
         self.overlay: dict[str, tuple[str, str | None]] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 
 class TokenKind(Enum):
@@ -187,6 +188,9 @@ def find_insert_data(text: str, at_eof: bool) -> InsertSplit | None:
             continue
         if depth != 0 or tok.kind is not TokenKind.WORD:
             continue
+        if tok.end == len(text) and not at_eof:
+            # `with` may be the start of `withdrawn`: a word cut by the end decides nothing.
+            raise IncompleteInput("keyword not complete yet")
         word = tok.text.upper()
         if word in ("SELECT", "WITH"):
             return None
@@ -269,6 +273,16 @@ def analyse(text: str) -> Statement:
     return Statement(words[0], words[1], output_format, count, error_position)
 
 
+@lru_cache(maxsize=1024)
+def _analyse_short(text: str) -> Statement:
+    return analyse(text)
+
+
+def analyse_once(text: str) -> Statement:
+    """`analyse`, remembered for short texts: clients send the same statements again and again."""
+    return _analyse_short(text) if len(text) <= 4096 else analyse(text)
+
+
 ACCESS_CONTROL_STARTS = frozenset(
     {
         ("CREATE", "USER"),
@@ -303,3 +317,33 @@ def is_access_control(stmt: Statement) -> bool:
     if stmt.first_word in ("GRANT", "REVOKE"):
         return True
     return (stmt.first_word, stmt.second_word) in ACCESS_CONTROL_STARTS
+
+
+def is_plain_describe(text: str) -> bool:
+    """True for `DESC[RIBE] [TABLE] name[.name] [FORMAT f]` and nothing else.
+
+    Such a statement's answer depends only on the table's definition (and the request's
+    database, settings and session), so the server may answer it again from memory until any
+    statement that can change a definition runs. Table functions, subqueries, SETTINGS
+    clauses and anything else that could read outside state never qualify.
+    """
+    try:
+        toks = list(tokens(text))
+    except IncompleteInput:
+        return False
+    if toks and toks[-1].kind is TokenKind.PUNCT and toks[-1].text == ";":
+        toks.pop()
+    if not toks or not _is_word(toks[0], "DESCRIBE", "DESC"):
+        return False
+    i = 1
+    if i < len(toks) and _is_word(toks[i], "TABLE"):
+        i += 1
+    names = (TokenKind.WORD, TokenKind.QUOTED_NAME)
+    if i >= len(toks) or toks[i].kind not in names or _is_word(toks[i], "FORMAT"):
+        return False
+    i += 1
+    if i + 1 < len(toks) and toks[i].text == "." and toks[i + 1].kind in names:
+        i += 2
+    if i + 1 < len(toks) and _is_word(toks[i], "FORMAT") and toks[i + 1].kind in names:
+        i += 2
+    return i == len(toks)
