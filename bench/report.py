@@ -10,7 +10,8 @@ results of the benchmarks measured on their own (`make soak`, `bench/faults.py`)
 when it was measured.
 
 Only one benchmark runs at a time on the machine: each script holds the shared lock
-/tmp/flowforge-bench.lock while it runs (`--no-lock` to skip).
+/tmp/flowforge-bench.lock while it runs (`--no-lock` to skip; `--lock-wait S` runs a script
+without it after waiting S seconds, and the report says so).
 
 Run: .venv/bin/python bench/report.py [--only NAME ...] [--all] [--report-only] [--list]
 """
@@ -87,13 +88,30 @@ class Outcome:
     waited: float
     tail: list[str]
     fresh: bool = False  # the result file is from this run
+    lock: str = ""  # whether it ran alone (held the shared lock)
 
 
 def command_of(b: Bench) -> str:
     return " ".join([".venv/bin/python", f"bench/{b.name}.py", *map(shlex.quote, b.args)])
 
 
-def run_one(b: Bench, lock: bool) -> Outcome:
+def take_lock(fh: Any, wait: float | None) -> bool:
+    """Hold the shared lock; give up after `wait` seconds (None: wait as long as it takes)."""
+    if wait is None:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        return True
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+
+def run_one(b: Bench, lock: bool, lock_wait: float | None = None) -> Outcome:
     """Run one script with `--json`; failures become an Outcome, never an exception."""
     out = RESULTS / f"{b.name}.json"
     log = RESULTS / "logs" / f"{b.name}.log"
@@ -105,12 +123,14 @@ def run_one(b: Bench, lock: bool) -> Outcome:
     waited = 0.0
     fh = LOCK.open("a") if lock else None
     try:
+        locked = False
         if fh is not None:
             t = time.monotonic()
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            locked = take_lock(fh, lock_wait)
             waited = time.monotonic() - t
-        print(f"== {b.name}: {command_of(b)}" + (f" (waited {waited:.0f}s for the lock)"
-                                                  if waited > 1 else ""), flush=True)
+        how = ("" if fh is None else f"lock held, waited {waited:.0f}s" if locked
+               else f"WITHOUT the lock (another benchmark held it for {waited:.0f}s)")
+        print(f"== {b.name}: {command_of(b)} ({how or 'no lock'})", flush=True)
         t0 = time.monotonic()
         with log.open("w") as lf:
             proc = subprocess.Popen(argv, cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT,
@@ -141,7 +161,7 @@ def run_one(b: Bench, lock: bool) -> Outcome:
     print(f"   {status} in {seconds:.0f}s", flush=True)
     if status != "ok":
         print("   " + "\n   ".join(tail[-6:]), flush=True)
-    return Outcome(b, status, seconds, waited, tail, fresh)
+    return Outcome(b, status, seconds, waited, tail, fresh, how or "no lock")
 
 
 # ---------------------------------------------------------------- report
@@ -271,7 +291,7 @@ def write_report(outcomes: list[Outcome], wall: float | None) -> Path:
         o = by_name.get(b.name)
         doc = load(b.name)
         if o is not None:
-            state = o.status if o.status == "ok" else f"**{o.status}**"
+            state = (o.status if o.status == "ok" else f"**{o.status}**") + f" ({o.lock})"
             secs = f"{o.seconds:.0f}"
         elif doc is not None:
             state, secs = f"not run (result of {utc(doc.get('started'))})", ""
@@ -333,6 +353,8 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing; rewrite REPORT.md from the result files")
     parser.add_argument("--no-lock", action="store_true", help="do not take the shared lock")
+    parser.add_argument("--lock-wait", type=float, default=None, metavar="S",
+                        help="run a script without the lock after waiting S seconds for it")
     parser.add_argument("--list", action="store_true", help="print the plan and exit")
     args = parser.parse_args()
     if args.list:
@@ -350,7 +372,7 @@ def main() -> int:
         plan = []
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    outcomes = [run_one(b, lock=not args.no_lock) for b in plan]
+    outcomes = [run_one(b, lock=not args.no_lock, lock_wait=args.lock_wait) for b in plan]
     wall = time.monotonic() - started if plan else None
     path = write_report(outcomes, wall)
     failed = [o.bench.name for o in outcomes if o.status != "ok"]
