@@ -34,7 +34,10 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-bench: $(STAMP) ## Run the benchmarks (< 20 min); report in bench/results/REPORT.md
+peers-venv: $(STAMP) ## Create .venv-peers (Quix Streams) for the peer comparison
+	$(BIN)/python bench/peer_vwap.py --setup-only
+
+bench: $(STAMP) peers-venv ## Run the benchmarks (< 20 min); report in bench/results/REPORT.md
 	$(BIN)/python bench/report.py
 
 soak: $(STAMP) ## 30-minute soak at 10x the default rates; result in bench/results/
@@ -42,4 +45,4 @@ soak: $(STAMP) ## 30-minute soak at 10x the default rates; result in bench/resul
 	  $(BIN)/python bench/report.py --report-only; exit $$rc
 
 clean: ## Remove the virtualenv and caches (keeps .flowforge/ data)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache
