@@ -1,13 +1,14 @@
 """Generator figures: backfill throughput (null sink and local broker) and real-time accuracy.
 
 Run: .venv/bin/python bench/generator_throughput.py [--minutes N] [--realtime-seconds S]
-     [--workers 0,1] [--repeat N] [--baseline DIR]
+     [--workers 0,2] [--repeat N] [--json FILE]
 Starts its own in-memory tansu broker on a free port; prints one line per figure.
-`--workers` lists the backfill variants: 0 computes minutes in the sending process, N >= 1 in
-N worker processes (what `generate --backfill` does, default 1). `--baseline DIR` also runs
-every backfill figure with the package found in DIR/src (e.g. an older commit extracted with
-`git archive <commit> src | tar -x -C DIR`), alternating with the current code, so a noisy,
-shared machine affects both alike; compare the ratios. Each figure is its own process.
+A backfill figure is end to end: from the start of the run (worker processes included) until
+the broker has acknowledged every record, divided into the records sent. `--workers` lists
+the variants: 0 is one process, N >= 2 is N processes taking turns (`generate --workers N`).
+Each figure runs in its own process; CPU seconds of the generator (all its processes) and
+of the broker are printed beside it (with workers, the parent's only: the processes taking
+turns are not its children), steadier than wall time on a shared machine.
 """
 
 from __future__ import annotations
@@ -19,30 +20,33 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import psutil
 from confluent_kafka.admin import AdminClient
 
-from flowforge_pipeline.generator.instruments import load_instruments
-from flowforge_pipeline.generator.pacing import Counts, pump
-from flowforge_pipeline.generator.producer import KafkaSink, NullSink
-from flowforge_pipeline.generator.tape import Tape, to_us
-from flowforge_pipeline.settings import Settings
-from flowforge_pipeline.standins.broker import argv as broker_argv
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import Figure, add_json_option, emit  # noqa: E402
+
+from flowforge_pipeline.generator import parallel  # noqa: E402
+from flowforge_pipeline.generator.instruments import load_instruments  # noqa: E402
+from flowforge_pipeline.generator.pacing import Counts, Sink, pump  # noqa: E402
+from flowforge_pipeline.generator.producer import KafkaSink, NullSink  # noqa: E402
+from flowforge_pipeline.generator.tape import Tape, to_us  # noqa: E402
+from flowforge_pipeline.settings import Settings  # noqa: E402
+from flowforge_pipeline.standins.broker import argv as broker_argv  # noqa: E402
 
 START = to_us(datetime(2026, 11, 25, 14, 30, tzinfo=UTC))
+TARGET_EVENTS_PER_SECOND = 200_000
+TARGET_REALTIME_PERCENT = 2.0
 
 
 def broker() -> tuple[subprocess.Popen[bytes], Settings]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        broker_argv(port),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(broker_argv(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     settings = Settings(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}", KAFKA_TOPIC_PARTITIONS=3)
     for _ in range(100):
         try:
@@ -53,112 +57,149 @@ def broker() -> tuple[subprocess.Popen[bytes], Settings]:
     return proc, settings
 
 
-def backfill(
-    sink_name: str, settings: Settings | None, tps: float, qps: float, minutes: int, workers: int
-) -> None:
+def _null_sink() -> Sink:
+    return NullSink()
+
+
+def backfill(settings: Settings | None, tps: float, qps: float, minutes: int, workers: int) -> str:
+    """One backfill; returns `records seconds cpu-seconds`."""
     tape = Tape(load_instruments(), 42, tps, qps)
     end = START + minutes * 60_000_000
-    t_start = time.perf_counter()
-    if workers:
-        from flowforge_pipeline.generator import parallel
-
-        batches = parallel.records(tape, START, end, workers)
-    else:
-        batches = tape.records(START, end)
-    started = time.perf_counter() - t_start
-    sink = NullSink() if settings is None else KafkaSink(settings)
-    if workers:
-        time.sleep(1.0)  # time the steady state; the start is reported on its own
-    t0 = time.perf_counter()
     cpu0 = _cpu()
-    counts = pump(batches, sink, START, None, 5000)
+    t0 = time.perf_counter()
+    sink: Sink = NullSink() if settings is None else KafkaSink(settings)
+    if workers >= 2:
+        factory = _null_sink if settings is None else partial(KafkaSink, settings, None)
+        counts = parallel.backfill(tape, START, end, factory, workers, 5000)
+    else:
+        counts = pump(tape.batches(START, end), sink, START, None, 5000)
     sink.close()
     elapsed = time.perf_counter() - t0
-    cpu = _cpu() - cpu0
-    # Workers are gone (and never reaped by this process) by now: count the sender only.
-    who = "sending process" if workers else "process"
-    start = f"; starting the workers took {started:.2f} s before" if workers else ""
-    print(
-        f"backfill -> {sink_name:5s} rates {tps:g}/{qps:g} per s, {minutes} min of event "
-        f"time, workers {workers}: {counts.total} records in {elapsed:.2f} s = "
-        f"{counts.total / elapsed:,.0f} events/s ({who} {cpu:.2f} cpu-s = "
-        f"{counts.total / cpu:,.0f} events per cpu-second{start})",
-        flush=True,
-    )
+    return f"{counts.total} {elapsed} {_cpu() - cpu0}"
 
 
 def _cpu() -> float:
     """CPU seconds of this process, all threads (librdkafka's included)."""
-    times = psutil.Process().cpu_times()
-    return float(times.user + times.system)
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
 
 
-def one_figure(args: list[str], pythonpath: str | None, label: str) -> None:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+def one_figure(args: list[str], broker_pid: int | None) -> tuple[int, float, float, float]:
+    """Run one backfill in its own process: (records, seconds, generator cpu-s, broker cpu-s)."""
+    b = psutil.Process(broker_pid) if broker_pid else None
+    b0 = sum(b.cpu_times()[:2]) if b else 0.0
     out = subprocess.run(
-        [sys.executable, __file__, "--one", *args], env=env, capture_output=True, text=True
+        [sys.executable, __file__, "--one", *args], capture_output=True, text=True, check=False
     )
-    line = out.stdout.strip() or out.stderr.strip().splitlines()[-1]
-    print(f"{label:8s} {line}", flush=True)
+    broker_cpu = sum(b.cpu_times()[:2]) - b0 if b else 0.0
+    lines = out.stdout.strip().splitlines()
+    if out.returncode or not lines:
+        raise RuntimeError(f"backfill {args} failed: {out.stderr.strip()[-500:]}")
+    n, seconds, cpu = lines[-1].split()
+    return int(n), float(seconds), float(cpu), broker_cpu
 
 
-def realtime(settings: Settings, tps: float, qps: float, seconds: float) -> None:
-    """Real-time pacing into Kafka: records sent vs records whose event time has come."""
+def realtime(settings: Settings, tps: float, qps: float, seconds: float) -> float:
+    """Real-time pacing into Kafka; returns the largest rate deviation in percent."""
     tape = Tape(load_instruments(), 42, tps, qps)
     sink = KafkaSink(settings)
     start = to_us(datetime.now(UTC))
     counts = Counts()
     wall0 = time.perf_counter()
-    pump(tape.records(start, start + int(seconds * 1e6)), sink, start, 1.0, 1000, counts)
+    pump(tape.batches(start, start + int(seconds * 1e6)), sink, start, 1.0, 1000, counts)
     sink.close()
     wall = time.perf_counter() - wall0
-    trades = counts.by_kind["trades"] / wall
+    trades = (counts.by_kind["trades"] + counts.by_kind["heartbeats"]) / wall
     quotes = counts.by_kind["quotes"] / wall
+    # Heartbeats share the trades topic; the configured rate is of trades alone.
+    trades_only = counts.by_kind["trades"] / wall
+    dt, dq = 100 * (trades_only - tps) / tps, 100 * (quotes - qps) / qps
     print(
         f"real time {seconds:g} s at {tps:g} trades/s + {qps:g} quotes/s: wall {wall:.3f} s "
         f"(pacing error {100 * (wall - seconds) / seconds:+.2f} %), achieved "
-        f"{trades:.1f} trades/s ({100 * (trades - tps) / tps:+.2f} %), "
-        f"{quotes:.1f} quotes/s ({100 * (quotes - qps) / qps:+.2f} %)",
+        f"{trades_only:.1f} trades/s ({dt:+.2f} %), {quotes:.1f} quotes/s ({dq:+.2f} %); "
+        f"trades topic incl. heartbeats {trades:.1f}/s",
         flush=True,
     )
+    return max(abs(dt), abs(dq))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--minutes", type=int, default=60)
+    parser.add_argument("--minutes", type=int, default=60, help="event minutes at 10 + 50 /s")
+    parser.add_argument(
+        "--high-minutes", type=int, default=2, help="event minutes at 1000 + 5000 /s"
+    )
     parser.add_argument("--realtime-seconds", type=float, default=60.0)
-    parser.add_argument("--workers", default="0,1")
+    parser.add_argument("--workers", default="0,2")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--baseline", default=None, metavar="DIR")
-    parser.add_argument("--one", nargs=6, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--null", action="store_true", help="also time the generator alone")
+    parser.add_argument("--one", nargs=5, default=None, help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.one:
-        sink, servers, tps, qps, minutes, workers = args.one
+        servers, tps, qps, minutes, workers = args.one
         settings = (
             None
             if servers == "-"
             else Settings(KAFKA_BOOTSTRAP_SERVERS=servers, KAFKA_TOPIC_PARTITIONS=3)
         )
-        backfill(sink, settings, float(tps), float(qps), int(minutes), int(workers))
+        print(backfill(settings, float(tps), float(qps), int(minutes), int(workers)))
         return
+    figures: list[Figure] = []
     proc, settings = broker()
     try:
-        for sink, servers in (("null", "-"), ("kafka", settings.kafka_servers)):
-            for tps, qps, minutes in ((10, 50, args.minutes), (1000, 5000, 1)):
-                for _ in range(args.repeat):
-                    figure = [sink, servers, str(tps), str(qps), str(minutes)]
-                    if args.baseline:
-                        one_figure([*figure, "0"], str(Path(args.baseline) / "src"), "baseline")
-                    for workers in args.workers.split(","):
-                        one_figure([*figure, workers], None, "current")
+        sinks = [("null", "-"), ("kafka", settings.kafka_servers)] if args.null else []
+        sinks = sinks or [("kafka", settings.kafka_servers)]
+        for sink, servers in sinks:
+            for tps, qps, minutes in ((10, 50, args.minutes), (1000, 5000, args.high_minutes)):
+                for workers in args.workers.split(","):
+                    rates = []
+                    for _ in range(args.repeat):
+                        n, secs, cpu, bcpu = one_figure(
+                            [servers, str(tps), str(qps), str(minutes), workers],
+                            proc.pid if sink == "kafka" else None,
+                        )
+                        rates.append(n / secs)
+                        print(
+                            f"backfill -> {sink:5s} {tps:g} + {qps:g} /s, {minutes} min, "
+                            f"workers {workers}: {n} records in {secs:.2f} s = {n / secs:,.0f} "
+                            f"events/s ({'sending process' if workers == '0' else 'parent'} "
+                            f"{cpu / n * 1e6:.2f} us cpu/record"
+                            + (f", broker {bcpu / n * 1e6:.2f}" if sink == "kafka" else "")
+                            + f"; load {os.getloadavg()[0]:.1f})",
+                            flush=True,
+                        )
+                    best = max(rates)
+                    into = sink == "kafka"
+                    figures.append(
+                        Figure(
+                            f"backfill into {'tansu' if into else 'a null sink'}, "
+                            f"{tps:g} trades/s + {qps:g} quotes/s, workers {workers} "
+                            f"(best of {args.repeat})",
+                            round(best),
+                            "events/s",
+                            f">= {TARGET_EVENTS_PER_SECOND:,}" if into else None,
+                            best >= TARGET_EVENTS_PER_SECOND if into else None,
+                        )
+                    )
         if args.realtime_seconds:
-            realtime(settings, 10, 50, args.realtime_seconds)
-            realtime(settings, 200, 1000, args.realtime_seconds)
+            for tps, qps in ((10, 50), (200, 1000)):
+                dev = realtime(settings, tps, qps, args.realtime_seconds)
+                figures.append(
+                    Figure(
+                        f"real-time rate deviation over {args.realtime_seconds:g} s at "
+                        f"{tps:g} trades/s + {qps:g} quotes/s (worst of the two)",
+                        round(dev, 2),
+                        "%",
+                        f"within {TARGET_REALTIME_PERCENT:g} %",
+                        dev <= TARGET_REALTIME_PERCENT,
+                    )
+                )
     finally:
         proc.terminate()
         proc.wait(10)
+    emit(args.json, "generator_throughput", figures)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import signal
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -146,7 +147,8 @@ class _OneLineCommand(click.Command):
     type=click.IntRange(0, 64),
     default=0,
     show_default=True,
-    help="Processes computing --backfill minutes ahead of the sender (0: the sender itself).",
+    help="With --backfill: processes taking turns to compute and send blocks of minutes "
+    "(0 or 1: this process alone).",
 )
 @click.option(
     "--instruments",
@@ -179,18 +181,32 @@ def generate(**opts: Any) -> None:
     stopped = False
     signal.signal(signal.SIGINT, _terminate)
     try:
-        pump(
-            config["batches"],
-            sink,
-            config["start_us"],
-            config["speed"],
-            opts["batch_size"],
-            counts,
-            stop=stop,
-        )
+        if config["speed"] is None and opts["workers"] > 1:
+            parallel.backfill(
+                config["tape"],
+                config["start_us"],
+                config["end_us"],
+                partial(open_sink, opts["output"], settings, opts["partitions"], append=True),
+                opts["workers"],
+                opts["batch_size"],
+                counts,
+                stop,
+            )
+        else:
+            pump(
+                config["tape"].batches(config["start_us"], config["end_us"]),
+                sink,
+                config["start_us"],
+                config["speed"],
+                opts["batch_size"],
+                counts,
+                stop=stop,
+            )
         stopped = stop.is_set()
     except KeyboardInterrupt:  # Ctrl-C before the handler was installed
         stopped = True
+    except parallel.WorkerError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         try:
             sink.close()
@@ -252,11 +268,7 @@ def _resolve(opts: dict[str, Any], seed: int, tps: float, qps: float) -> dict[st
     except (InstrumentFileError, OSError) as exc:
         raise click.ClickException(f"invalid --instruments: {exc}") from None
     tape = Tape(instruments, seed, tps, qps, int(opts["heartbeat_seconds"]), anomalies)
-    if speed is None and opts["workers"]:
-        batches = parallel.records(tape, start_us, end_us, opts["workers"])
-    else:
-        batches = tape.records(start_us, end_us)
-    return {"batches": batches, "start_us": start_us, "speed": speed}
+    return {"tape": tape, "start_us": start_us, "end_us": end_us, "speed": speed}
 
 
 def generate_argv(

@@ -6,30 +6,37 @@ computed the same way in every mode, which is why the bytes are identical across
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import itemgetter
+from typing import Protocol
 
 import numpy as np
 
-from flowforge_pipeline.generator.tape import Record
+from flowforge_pipeline.generator.tape import KIND_NAMES, Batch, Record
 
-_HEARTBEAT_OPENING = '{"event_time"'
+
+class StopFlag(Protocol):
+    """What asks a run to stop: a threading or multiprocessing Event."""
+
+    def is_set(self) -> bool:
+        """True once a stop was asked for."""
+        ...
 
 
 class Sink:
     """Where records go: a Kafka producer, a JSON-lines file, or nowhere (benchmarks)."""
 
-    def write(self, records: list[Record]) -> None:
-        """Hand over records in order; may buffer."""
+    def write(self, batch: Batch | list[Record]) -> None:
+        """Hand over records in order (a batch, or record tuples); may buffer."""
         raise NotImplementedError
 
     def poll(self) -> None:
         """Serve delivery callbacks while the pacer waits."""
+
+    def flush(self) -> None:
+        """Wait until everything written so far has arrived; raise if anything did not."""
 
     def close(self) -> None:
         """Flush everything buffered; raise if anything could not be delivered."""
@@ -41,16 +48,15 @@ class Counts:
 
     by_kind: Counter[str] = field(default_factory=Counter)
 
-    def add(self, records: list[Record]) -> None:
-        """Count records as trades, heartbeats, quotes or labels.
+    def add(self, batch: Batch) -> None:
+        """Count the batch's trades, quotes, heartbeats and labels."""
+        n = np.bincount(batch.kinds, minlength=len(KIND_NAMES))
+        for name, count in zip(KIND_NAMES, n.tolist(), strict=True):
+            self.by_kind[name] += count
 
-        Heartbeats are the only payloads that open with event_time (keys are sorted, and
-        every other kind has a key before it); both counts run in C, not per record in Python.
-        """
-        self.by_kind.update(map(itemgetter(0), records))
-        beats = sum(map(str.startswith, map(itemgetter(3), records), repeat(_HEARTBEAT_OPENING)))
-        self.by_kind["trades"] -= beats
-        self.by_kind["heartbeats"] += beats
+    def merge(self, by_kind: dict[str, int]) -> None:
+        """Add counts made elsewhere (another process)."""
+        self.by_kind.update(by_kind)
 
     @property
     def total(self) -> int:
@@ -64,7 +70,7 @@ class Counts:
 
 
 def pump(
-    batches: Iterable[tuple[np.ndarray, list[Record]]],
+    batches: Iterable[Batch],
     sink: Sink,
     start_us: int,
     speed: float | None,
@@ -72,7 +78,7 @@ def pump(
     counts: Counts | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
 ) -> Counts:
     """Send every batch to the sink, pacing event time at `speed` x wall time (None: no wait).
 
@@ -83,17 +89,17 @@ def pump(
     stopping = stop.is_set if stop is not None else (lambda: False)
     counts = counts if counts is not None else Counts()
     wall0 = clock()
-    for times, records in batches:
-        n = len(records)
+    for batch in batches:
+        n = len(batch)
         if speed is None:
             for lo in range(0, n, batch_size):
                 if stopping():
                     return counts
-                chunk = records[lo : lo + batch_size]
+                chunk = batch if n <= batch_size else batch.slice(lo, lo + batch_size)
                 sink.write(chunk)
                 counts.add(chunk)
             continue
-        due = wall0 + (times - start_us) / (1e6 * speed)
+        due = wall0 + (batch.times - start_us) / (1e6 * speed)
         lo = 0
         while lo < n:
             if stopping():
@@ -105,7 +111,7 @@ def pump(
                 sleep(min(float(due[lo]) - now, 0.05))
                 continue
             hi = min(ready, lo + batch_size)
-            chunk = records[lo:hi]
+            chunk = batch.slice(lo, hi)
             sink.write(chunk)
             counts.add(chunk)
             lo = hi

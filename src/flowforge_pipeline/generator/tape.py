@@ -32,13 +32,22 @@ HEARTBEAT_CHOICES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)
 #: (topic, key, Kafka timestamp in ms, JSON value)
 Record = tuple[str, str, int, str]
 
-_K_LABEL, _K_QUOTE, _K_TRADE, _K_HEARTBEAT = 0, 1, 2, 3
+#: Kinds of record, in the order records of one event time are sent.
+KIND_LABEL, KIND_QUOTE, KIND_TRADE, KIND_HEARTBEAT = 0, 1, 2, 3
+#: Name of each kind, as `Counts` reports them.
+KIND_NAMES = ("ground_truth", "quotes", "trades", "heartbeats")
+_K_LABEL, _K_QUOTE, _K_TRADE, _K_HEARTBEAT = KIND_LABEL, KIND_QUOTE, KIND_TRADE, KIND_HEARTBEAT
 _QUOTE_COLS = ("bid", "ask", "bid_lots", "ask_lots")
 _TRADE_COLS = ("t_price", "t_lots", "t_buy", "t_account")
-_TOPICS = np.array([GROUND_TRUTH_TOPIC.name, QUOTES_TOPIC.name, TRADES_TOPIC.name], dtype=object)
-_TOPIC_OF_KIND = np.array([0, 1, 2, 2])  # label, quote, trade, heartbeat -> index into _TOPICS
+#: Topic of each kind: label, quote, trade, heartbeat.
+_TOPIC_OF_KIND = np.array(
+    [GROUND_TRUTH_TOPIC.name, QUOTES_TOPIC.name, TRADES_TOPIC.name, TRADES_TOPIC.name],
+    dtype=object,
+)
 _UNITS_BITS = 40
 _DIGITS3 = np.array([f"{k:03d}" for k in range(1000)], dtype=object)
+#: Last three digits of a sequence number: unpadded below 1000, zero-padded above.
+_LOW3 = np.concatenate((np.array([str(k) for k in range(1000)], dtype=object), _DIGITS3))
 
 #: One kind's part of a minute: times, kind, instrument indices, JSON values (object array).
 Part = tuple[np.ndarray, int, np.ndarray, np.ndarray]
@@ -101,6 +110,19 @@ def _join(columns: list[np.ndarray]) -> np.ndarray:
     return _objects(list(map("".join, zip(*(c.tolist() for c in columns), strict=True))))
 
 
+def _id_pieces(head: str, base: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`head + str(k)` for k in [base, base + n), as two columns of shared pieces.
+
+    A sequence number is its thousands (one piece per thousand, prefixed with `head`) and
+    its last three digits (a fixed table), so no string is built per record.
+    """
+    seq = np.arange(base, base + n, dtype=np.int64)
+    high = seq // 1000
+    first = base // 1000
+    table = _objects([head + (str(h) if h else "") for h in range(first, (base + n) // 1000 + 1)])
+    return table[high - first], _LOW3[seq % 1000 + 1000 * (high > 0)]
+
+
 def _objects(items: list[str]) -> np.ndarray:
     out = np.empty(len(items), dtype=object)
     out[:] = items
@@ -112,13 +134,55 @@ def _empty_part(kind: int) -> Part:
 
 
 @dataclass
-class MinuteColumns:
-    """One minute of the tape in event-time order, one entry per record."""
+class Batch:
+    """Records in send order, as columns: what sinks write and counters count.
+
+    Columns instead of one tuple per record: slicing, counting and producing then run over
+    plain lists, and no per-record container is ever built.
+    """
 
     times: np.ndarray  # int64 event time, microseconds
-    topics: np.ndarray  # index into _TOPICS
-    instruments: np.ndarray  # index into the tape's instruments: the key
+    kinds: np.ndarray  # KIND_* of each record
+    topics: list[str]
+    keys: list[str]
+    timestamps: list[int]  # Kafka record timestamp: event time in ms
     values: list[str]  # JSON payloads
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def slice(self, lo: int, hi: int) -> Batch:
+        """Records lo..hi-1."""
+        return Batch(
+            self.times[lo:hi],
+            self.kinds[lo:hi],
+            self.topics[lo:hi],
+            self.keys[lo:hi],
+            self.timestamps[lo:hi],
+            self.values[lo:hi],
+        )
+
+    def records(self) -> list[Record]:
+        """The records as (topic, key, timestamp ms, value) tuples."""
+        return list(zip(self.topics, self.keys, self.timestamps, self.values, strict=True))
+
+    @staticmethod
+    def of(records: list[Record]) -> Batch:
+        """A batch of given tuples (kinds from the topic and the payload's opening)."""
+        kinds = [
+            KIND_HEARTBEAT
+            if v.startswith('{"event_time"')
+            else {"ground_truth": KIND_LABEL, "quotes": KIND_QUOTE}.get(t, KIND_TRADE)
+            for t, _, _, v in records
+        ]
+        return Batch(
+            np.array([ts * 1000 for _, _, ts, _ in records], dtype=np.int64),
+            np.array(kinds, dtype=np.int8),
+            [r[0] for r in records],
+            [r[1] for r in records],
+            [r[2] for r in records],
+            [r[3] for r in records],
+        )
 
 
 @dataclass
@@ -196,6 +260,10 @@ class Tape:
             [f'","type":"trade","venue":{json.dumps(i.venue)}}}' for i in instruments],
             dtype=object,
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached day plan is recomputed where needed; not worth sending to a process.
+        return {**self.__dict__, "_plan": None}
 
     @staticmethod
     def _make_templates(inst: Instrument) -> tuple[str, str, str]:
@@ -287,11 +355,11 @@ class Tape:
         The minute's heartbeats close its intervals, so the last ones carry the next minute's
         start as their event time.
         """
-        columns = self.minute_columns(minute_index)
-        return columns.times, self.rows(columns)
+        batch = self.minute_batch(minute_index)
+        return batch.times, batch.records()
 
-    def minute_columns(self, minute_index: int) -> MinuteColumns:
-        """`minute` as columns: cheap to pass between processes."""
+    def minute_batch(self, minute_index: int) -> Batch:
+        """`minute` as a `Batch`."""
         ordinal = EPOCH_ORDINAL + minute_index // 1440
         minute = minute_index % 1440
         plan = self.plan(ordinal)
@@ -323,7 +391,7 @@ class Tape:
                     plan.day_us,
                 )
                 books.append((i, book))
-                traded[np.unique(book.t_off // hb_us)] = True
+                traded[book.t_off // hb_us] = True
                 for x in book.x_trades:
                     traded[x[0] // hb_us] = True
             quiet = np.flatnonzero(~traded)
@@ -340,25 +408,16 @@ class Tape:
         if labels:
             parts.append(self._labels(labels))
         times = np.concatenate([p[0] for p in parts])
-        kinds = np.concatenate([np.full(len(p[0]), p[1]) for p in parts])
+        kinds = np.concatenate([np.full(len(p[0]), p[1], dtype=np.int8) for p in parts])
         order = np.lexsort((kinds, times))
-        return MinuteColumns(
-            times[order],
-            _TOPIC_OF_KIND[kinds[order]],
-            np.concatenate([p[2] for p in parts])[order],
+        times, kinds = times[order], kinds[order]
+        return Batch(
+            times,
+            kinds,
+            _TOPIC_OF_KIND[kinds].tolist(),
+            self._symbols[np.concatenate([p[2] for p in parts])[order]].tolist(),
+            (times // 1000).tolist(),
             np.concatenate([p[3] for p in parts])[order].tolist(),
-        )
-
-    def rows(self, columns: MinuteColumns) -> list[Record]:
-        """The minute's records as (topic, key, timestamp ms, value) tuples."""
-        return list(
-            zip(
-                _TOPICS[columns.topics].tolist(),
-                self._symbols[columns.instruments].tolist(),
-                (columns.times // 1000).tolist(),
-                columns.values,
-                strict=True,
-            )
         )
 
     def _quotes(
@@ -381,7 +440,7 @@ class Tape:
                 _by_value(inst, cols[0], self._tick, self._q_bid),
                 _by_value(inst, cols[2], self._lot, self._q_bid_size),
                 *_minute_times(m_us, t),
-                ids,
+                *ids,
                 self._q_tail[inst],
             ]
         )
@@ -406,7 +465,7 @@ class Tape:
                 _by_value(inst, cols[0], self._tick, self._t_price),
                 _by_value(inst, cols[1], self._lot, self._t_quantity),
                 self._t_side[cols[2].astype(np.int64), inst],
-                ids,
+                *ids,
                 self._t_tail[inst],
             ]
         )
@@ -422,21 +481,21 @@ class Tape:
         cols: list[np.ndarray],
         emit: np.ndarray | None,
         extras: list[tuple[Any, ...]],
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
         """Sort a minute's events by (time, instrument), number them, add anomaly prints.
 
         Sequence numbers count withheld (stale) quotes too, so they never depend on which
         anomalies are active; anomaly prints carry their label's id instead. Ids come back
-        as a string column, each preceded by `lead`.
+        as two string columns (see `_id_pieces`), each id preceded by `lead`.
         """
         order = np.lexsort((inst, t))
-        prefix = f"{lead}{self.seed}-{stamp}-"
-        ids = _objects(list(map(prefix.__add__, map(str, range(base, base + len(order))))))
+        ids = list(_id_pieces(f"{lead}{self.seed}-{stamp}-", base, len(order)))
         t, inst, cols = t[order], inst[order], [c[order] for c in cols]
         if emit is not None:
             keep = emit[order]
             if not keep.all():
-                t, inst, cols, ids = t[keep], inst[keep], [c[keep] for c in cols], ids[keep]
+                t, inst = t[keep], inst[keep]
+                cols, ids = [c[keep] for c in cols], [c[keep] for c in ids]
         if extras:
             t = np.concatenate((t, [e[0] for e in extras])).astype(np.int64)
             inst = np.concatenate((inst, [e[1] for e in extras])).astype(np.int64)
@@ -444,9 +503,13 @@ class Tape:
                 np.concatenate((c, [e[2 + k] for e in extras])).astype(c.dtype)
                 for k, c in enumerate(cols)
             ]
-            ids = np.concatenate((ids, _objects([lead + str(e[-1]) for e in extras])))
+            ids = [
+                np.concatenate((ids[0], _objects([lead + str(e[-1]) for e in extras]))),
+                np.concatenate((ids[1], _objects([""] * len(extras)))),
+            ]
             order = np.lexsort((inst, t))
-            t, inst, cols, ids = t[order], inst[order], [c[order] for c in cols], ids[order]
+            t, inst = t[order], inst[order]
+            cols, ids = [c[order] for c in cols], [c[order] for c in ids]
         return t, inst, cols, ids
 
     def _heartbeats(self, times: np.ndarray, inst: np.ndarray) -> Part:
@@ -483,29 +546,35 @@ class Tape:
         return times, _K_LABEL, inst, np.array(values, dtype=object)
 
     # ------------------------------------------------------------------ ranges
-    def records(
-        self, start_us: int, end_us: int | None
-    ) -> Iterator[tuple[np.ndarray, list[Record]]]:
+    def batches(self, start_us: int, end_us: int | None) -> Iterator[Batch]:
         """Minute batches of records with start_us <= event time < end_us (None: forever).
 
         Generation starts one minute early when `start_us` is a minute boundary, because the
         previous minute's last heartbeats carry exactly that time.
         """
-        return self._window(start_us, end_us, map(self.minute, self._minutes(start_us, end_us)))
+        return self.window(start_us, end_us, map(self.minute_batch, minutes(start_us, end_us)))
 
-    @staticmethod
-    def _minutes(start_us: int, end_us: int | None) -> Iterator[int]:
-        minute_index = (start_us - 1) // MINUTE_US
-        while end_us is None or minute_index * MINUTE_US < end_us:
-            yield minute_index
-            minute_index += 1
-
-    @staticmethod
-    def _window(
-        start_us: int, end_us: int | None, minutes: Iterable[tuple[np.ndarray, list[Record]]]
+    def records(
+        self, start_us: int, end_us: int | None
     ) -> Iterator[tuple[np.ndarray, list[Record]]]:
-        for times, recs in minutes:
+        """`batches` as (event times, record tuples) per minute."""
+        for batch in self.batches(start_us, end_us):
+            yield batch.times, batch.records()
+
+    @staticmethod
+    def window(start_us: int, end_us: int | None, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """The records of `batches` with start_us <= event time < end_us."""
+        for batch in batches:
+            times = batch.times
             lo = int(np.searchsorted(times, start_us, side="left"))
             hi = len(times) if end_us is None else int(np.searchsorted(times, end_us, "left"))
             if hi > lo:
-                yield times[lo:hi], recs[lo:hi]
+                yield batch if (lo, hi) == (0, len(times)) else batch.slice(lo, hi)
+
+
+def minutes(start_us: int, end_us: int | None) -> Iterator[int]:
+    """Indices (minutes since the epoch) of the minutes whose records cover [start, end)."""
+    minute_index = (start_us - 1) // MINUTE_US
+    while end_us is None or minute_index * MINUTE_US < end_us:
+        yield minute_index
+        minute_index += 1
