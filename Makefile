@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status test lint peers-venv bench soak clean
+.PHONY: help install up down status test lint peers-venv bench faults soak clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ peers-venv: $(STAMP) ## Create .venv-peers (Quix Streams) for the peer compariso
 
 bench: $(STAMP) peers-venv ## Run the benchmarks (< 20 min); report in bench/results/REPORT.md
 	$(BIN)/python bench/report.py
+
+faults: $(STAMP) ## SIGKILL each flow and store mid-backfill; serving layer must equal an uninterrupted run (~6 min)
+	$(BIN)/python bench/faults.py --json bench/results/faults.json
 
 soak: $(STAMP) ## 30-minute soak at 10x the default rates; result in bench/results/
 	@$(BIN)/python bench/soak.py --json bench/results/soak.json; rc=$$?; \
