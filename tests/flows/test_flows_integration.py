@@ -334,7 +334,8 @@ def test_backfilled_hour_with_crashes_and_bad_input(env: Env) -> None:
 
     signed = dict(
         ch.query(
-            "SELECT symbol, sum(if(side = 'buy', quantity, -quantity)) FROM raw_trades GROUP BY symbol"
+            "SELECT symbol, sum(if(side = 'buy', quantity, -quantity)) "
+            "FROM raw_trades GROUP BY symbol"
         ).result_rows
     )
 
