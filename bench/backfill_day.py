@@ -33,8 +33,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchlib import Figure, add_json_option, emit
-from flows_latency import free_port
+from benchlib import Figure, add_json_option, emit, free_port
 from soak import READS, Watermarks, flow_metrics
 
 from flowforge_pipeline.dbt_runner import run_dbt

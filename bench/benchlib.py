@@ -18,7 +18,9 @@ import json
 import os
 import platform
 import shlex
+import socket
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -99,6 +101,35 @@ def command() -> str:
         out.append(arg)
     script = os.path.relpath(argv[0]) if argv and argv[0] else "?"
     return " ".join([".venv/bin/python", shlex.quote(script), *map(shlex.quote, out)])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def private_stack(prefix: str) -> tuple[Path, Any]:
+    """A state directory and settings on free ports, with the local services started.
+
+    The stand-ins (broker, ClickHouse server, PostgreSQL, Valkey) start through the same `up`
+    code as the local stack, so a benchmark never touches `.flowforge/` or a running stack;
+    stop them with `local.down(settings)`.
+    """
+    from flowforge_pipeline.settings import Settings
+    from flowforge_pipeline.stack import local
+
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    state.chmod(0o755)
+    settings = Settings(
+        FLOWFORGE_STATE_DIR=str(state), LOCAL_KAFKA_PORT=free_port(),
+        LOCAL_CLICKHOUSE_PORT=free_port(), LOCAL_POSTGRES_PORT=free_port(),
+        LOCAL_REDIS_PORT=free_port(), LOCAL_AIRFLOW_PORT=free_port(),
+        LOCAL_FLOW_METRICS_PORT=free_port(),
+    )
+    local.up(settings, echo=lambda _: None, stages=("service",))
+    return state, settings
 
 
 def emit(

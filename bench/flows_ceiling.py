@@ -33,7 +33,6 @@ import os
 import random
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,9 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
-from benchlib import Figure, Series, add_json_option, emit
+from benchlib import Figure, Series, add_json_option, emit, private_stack
 from confluent_kafka import Producer
-from flows_latency import ONLY, events_in_by_topic, flow_components, free_port, start_flows
+from flows_latency import ONLY, events_in_by_topic, flow_components, start_flows
 
 from flowforge_pipeline.flows.common import reference_instruments
 from flowforge_pipeline.settings import Settings
@@ -302,15 +301,7 @@ def main() -> None:
     add_json_option(parser)
     args = parser.parse_args()
     ONLY.update(args.only)
-    state = Path(tempfile.mkdtemp(prefix="flowforge-ceiling-"))
-    state.chmod(0o755)
-    settings = Settings(
-        FLOWFORGE_STATE_DIR=str(state), LOCAL_KAFKA_PORT=free_port(),
-        LOCAL_CLICKHOUSE_PORT=free_port(), LOCAL_POSTGRES_PORT=free_port(),
-        LOCAL_REDIS_PORT=free_port(), LOCAL_AIRFLOW_PORT=free_port(),
-        LOCAL_FLOW_METRICS_PORT=free_port(),
-    )
-    local.up(settings, echo=lambda _: None, stages=("service",))
+    state, settings = private_stack("flowforge-ceiling-")
     procs: list[subprocess.Popen] = []
     try:
         procs = start_flows(settings, state)

@@ -25,9 +25,7 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -35,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis as redis_lib
-from benchlib import Figure, add_json_option, emit
+from benchlib import Figure, add_json_option, emit, private_stack
 from confluent_kafka import Producer
 
 from flowforge_pipeline.contract.catalog import TABLE_UPDATE_CHANNEL, VWAP_KEY
@@ -45,12 +43,6 @@ from flowforge_pipeline.settings import Settings
 from flowforge_pipeline.stack import local
 from flowforge_pipeline.stack.components import Component, UpOptions
 from flowforge_pipeline.stores import clickhouse as ch_store
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -321,15 +313,7 @@ def main() -> None:
     add_json_option(parser)
     args = parser.parse_args()
     ONLY.update(args.only)
-    state = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
-    state.chmod(0o755)
-    settings = Settings(
-        FLOWFORGE_STATE_DIR=str(state), LOCAL_KAFKA_PORT=free_port(),
-        LOCAL_CLICKHOUSE_PORT=free_port(), LOCAL_POSTGRES_PORT=free_port(),
-        LOCAL_REDIS_PORT=free_port(), LOCAL_AIRFLOW_PORT=free_port(),
-        LOCAL_FLOW_METRICS_PORT=free_port(),
-    )
-    local.up(settings, echo=lambda _: None, stages=("service",))
+    state, settings = private_stack("flowforge-bench-")
     procs: list[subprocess.Popen] = []
     try:
         procs = start_flows(settings, state)

@@ -41,18 +41,16 @@ import json
 import os
 import random
 import subprocess
-import tempfile
 import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import redis as redis_lib
-from benchlib import Figure, add_json_option, emit
+from benchlib import Figure, add_json_option, emit, private_stack
 from confluent_kafka import Producer
-from flows_latency import free_port, start_flows
+from flows_latency import start_flows
 
 from flowforge_pipeline.contract.catalog import (
     ANOMALY_ALERTS,
@@ -307,15 +305,7 @@ def main() -> None:
                         help="seconds between injected fat-finger trades (0: none)")
     add_json_option(parser)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="flowforge-freshness-"))
-    state.chmod(0o755)
-    settings = Settings(
-        FLOWFORGE_STATE_DIR=str(state), LOCAL_KAFKA_PORT=free_port(),
-        LOCAL_CLICKHOUSE_PORT=free_port(), LOCAL_POSTGRES_PORT=free_port(),
-        LOCAL_REDIS_PORT=free_port(), LOCAL_AIRFLOW_PORT=free_port(),
-        LOCAL_FLOW_METRICS_PORT=free_port(),
-    )
-    local.up(settings, echo=lambda _: None, stages=("service",))
+    state, settings = private_stack("flowforge-freshness-")
     procs: list[subprocess.Popen] = []
     try:
         procs = start_flows(settings, state)

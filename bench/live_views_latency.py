@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from benchlib import Figure, add_json_option, emit
+from benchlib import Figure, add_json_option, emit, private_stack
 
 from flowforge_pipeline.flows.components import FLOW_COMPONENTS
 from flowforge_pipeline.settings import Settings
@@ -37,11 +35,6 @@ from flowforge_pipeline.stack.components import UpOptions
 #: Event → row visible to a reader, p99 (ms), at the default rates.
 TARGET_P99_MS = 500.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -138,15 +131,7 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=float, default=5.0, help="reader poll interval")
     add_json_option(parser)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
-    state.chmod(0o755)
-    settings = Settings(
-        FLOWFORGE_STATE_DIR=str(state), LOCAL_KAFKA_PORT=free_port(),
-        LOCAL_CLICKHOUSE_PORT=free_port(), LOCAL_POSTGRES_PORT=free_port(),
-        LOCAL_REDIS_PORT=free_port(), LOCAL_AIRFLOW_PORT=free_port(),
-        LOCAL_FLOW_METRICS_PORT=free_port(),
-    )
-    local.up(settings, echo=lambda _: None, stages=("service",))
+    state, settings = private_stack("flowforge-bench-")
     procs: list[subprocess.Popen] = []
     try:
         procs.append(start_flow(settings, state))

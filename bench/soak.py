@@ -41,9 +41,8 @@ from pathlib import Path
 from types import FrameType
 
 import psutil
-from benchlib import Figure, Series, add_json_option, emit
+from benchlib import Figure, Series, add_json_option, emit, free_port
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from flows_latency import free_port
 
 from flowforge_pipeline.flows.components import FLOW_NAMES, metrics_port
 from flowforge_pipeline.generator.cli import generate_argv
