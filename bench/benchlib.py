@@ -132,6 +132,16 @@ def private_stack(prefix: str) -> tuple[Path, Any]:
     return state, settings
 
 
+def stop_private_stack(settings: Any, procs: list[Any]) -> None:
+    """Kill the processes a benchmark started beside a private stack, then stop the stack."""
+    from flowforge_pipeline.stack import local
+
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+    local.down(settings, echo=lambda _: None)
+
+
 def emit(
     path: Path | None,
     bench: str,

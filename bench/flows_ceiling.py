@@ -40,13 +40,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
-from benchlib import Figure, Series, add_json_option, emit, private_stack
+from benchlib import Figure, Series, add_json_option, emit, private_stack, stop_private_stack
 from confluent_kafka import Producer
 from flows_latency import ONLY, events_in_by_topic, flow_components, start_flows
 
 from flowforge_pipeline.flows.common import reference_instruments
 from flowforge_pipeline.settings import Settings
-from flowforge_pipeline.stack import local
 
 #: Topics each flow reads (positions, vwap and volatility count trades only).
 READS = {
@@ -326,10 +325,7 @@ def main() -> None:
         print(json.dumps(summary, indent=2))
         write_json(args.json, flows, results, summary)
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        local.down(settings, echo=lambda _: None)
+        stop_private_stack(settings, procs)
 
 
 if __name__ == "__main__":

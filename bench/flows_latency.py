@@ -33,14 +33,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis as redis_lib
-from benchlib import Figure, add_json_option, emit, private_stack
+from benchlib import Figure, add_json_option, emit, private_stack, stop_private_stack
 from confluent_kafka import Producer
 
 from flowforge_pipeline.contract.catalog import TABLE_UPDATE_CHANNEL, VWAP_KEY
 from flowforge_pipeline.flows.common import reference_instruments
 from flowforge_pipeline.flows.components import FLOW_COMPONENTS, metrics_port
 from flowforge_pipeline.settings import Settings
-from flowforge_pipeline.stack import local
 from flowforge_pipeline.stack.components import Component, UpOptions
 from flowforge_pipeline.stores import clickhouse as ch_store
 
@@ -326,10 +325,7 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         write_json(args.json, results)
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        local.down(settings, echo=lambda _: None)
+        stop_private_stack(settings, procs)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import redis as redis_lib
-from benchlib import Figure, add_json_option, emit, private_stack
+from benchlib import Figure, add_json_option, emit, private_stack, stop_private_stack
 from confluent_kafka import Producer
 from flows_latency import start_flows
 
@@ -70,7 +70,6 @@ from flowforge_pipeline.contract.catalog import (
 )
 from flowforge_pipeline.flows.common import reference_instruments
 from flowforge_pipeline.settings import Settings
-from flowforge_pipeline.stack import local
 from flowforge_pipeline.stores import clickhouse as ch_store
 
 #: ClickHouse tables the flows fill, and the column that is each row's event.
@@ -329,10 +328,7 @@ def main() -> None:
         ms = {**clickhouse_freshness(settings, since), **watchers.ms}
         report(args, settings, ms, feed, watchers, loads)
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        local.down(settings, echo=lambda _: None)
+        stop_private_stack(settings, procs)
 
 
 def promise_ms(item: str) -> float | None:

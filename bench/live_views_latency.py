@@ -25,11 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from benchlib import Figure, add_json_option, emit, private_stack
+from benchlib import Figure, add_json_option, emit, private_stack, stop_private_stack
 
 from flowforge_pipeline.flows.components import FLOW_COMPONENTS
 from flowforge_pipeline.settings import Settings
-from flowforge_pipeline.stack import local
 from flowforge_pipeline.stack.components import UpOptions
 
 #: Event → row visible to a reader, p99 (ms), at the default rates.
@@ -148,10 +147,7 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         write_json(args.json, results)
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        local.down(settings, echo=lambda _: None)
+        stop_private_stack(settings, procs)
 
 
 if __name__ == "__main__":

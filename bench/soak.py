@@ -43,6 +43,7 @@ from types import FrameType
 import psutil
 from benchlib import Figure, Series, add_json_option, emit, free_port
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from flows_ceiling import READS
 
 from flowforge_pipeline.flows.components import FLOW_NAMES, metrics_port
 from flowforge_pipeline.generator.cli import generate_argv
@@ -51,15 +52,6 @@ from flowforge_pipeline.stack import local, process
 from flowforge_pipeline.stack.components import UpOptions
 from flowforge_pipeline.stack.registry import COMPONENTS
 
-#: Topics each flow reads.
-READS = {
-    "raw_sink": ("trades", "quotes"),
-    "vwap": ("trades",),
-    "volatility": ("trades",),
-    "positions": ("trades",),
-    "live_views": ("trades", "quotes"),
-    "anomaly": ("trades", "quotes"),
-}
 #: What counts as an error line in a component's log.
 ERROR_LINE = re.compile(
     r"\b(ERROR|CRITICAL|FATAL|PANIC)\b|Traceback \(most recent call last\)|panicked"
