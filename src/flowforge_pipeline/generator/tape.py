@@ -18,7 +18,13 @@ import numpy as np
 from flowforge_pipeline.contract.catalog import GROUND_TRUTH_TOPIC, QUOTES_TOPIC, TRADES_TOPIC
 from flowforge_pipeline.generator import arrivals, prices
 from flowforge_pipeline.generator.anomalies import Anomaly, AnomalyOptions, plan_day
-from flowforge_pipeline.generator.book import ACCOUNTS, MINUTE_US, MinuteBook, minute_book
+from flowforge_pipeline.generator.book import (
+    ACCOUNTS,
+    MINUTE_US,
+    BookInput,
+    MinuteBook,
+    minute_books,
+)
 from flowforge_pipeline.generator.instruments import Instrument
 from flowforge_pipeline.generator.seeding import Component, stream
 
@@ -37,8 +43,6 @@ KIND_LABEL, KIND_QUOTE, KIND_TRADE, KIND_HEARTBEAT = 0, 1, 2, 3
 #: Name of each kind, as `Counts` reports them.
 KIND_NAMES = ("ground_truth", "quotes", "trades", "heartbeats")
 _K_LABEL, _K_QUOTE, _K_TRADE, _K_HEARTBEAT = KIND_LABEL, KIND_QUOTE, KIND_TRADE, KIND_HEARTBEAT
-_QUOTE_COLS = ("bid", "ask", "bid_lots", "ask_lots")
-_TRADE_COLS = ("t_price", "t_lots", "t_buy", "t_account")
 #: Topic of each kind: label, quote, trade, heartbeat.
 _TOPIC_OF_KIND = np.array(
     [GROUND_TRUTH_TOPIC.name, QUOTES_TOPIC.name, TRADES_TOPIC.name, TRADES_TOPIC.name],
@@ -367,43 +371,38 @@ class Tape:
         m_end = m_us + MINUTE_US
         hb_us = self.heartbeat_seconds * 1_000_000
         n_bins = 60 // self.heartbeat_seconds
-        books: list[tuple[int, MinuteBook]] = []
-        hb_t: list[np.ndarray] = []
-        hb_i: list[np.ndarray] = []
-        for i, inst in enumerate(self.instruments):
-            traded = np.zeros(n_bins, dtype=bool)
-            if plan.acts[i][minute] > 0:
-                acting = [
+        inputs = [
+            BookInput(
+                i,
+                inst,
+                plan.paths[i],
+                int(plan.q_counts[i][minute]),
+                int(plan.t_counts[i][minute]),
+                plan.bursts.get((i, minute), []),
+                [
                     a
                     for a in plan.by_inst.get(i, ())
                     if a.overlaps(m_us, m_end) or (a.kind == "price_jump" and a.start_us < m_end)
-                ]
-                book = minute_book(
-                    self.seed,
-                    inst,
-                    ordinal,
-                    minute,
-                    plan.paths[i],
-                    int(plan.q_counts[i][minute]),
-                    int(plan.t_counts[i][minute]),
-                    plan.bursts.get((i, minute), []),
-                    acting,
-                    plan.day_us,
-                )
-                books.append((i, book))
-                traded[book.t_off // hb_us] = True
-                for x in book.x_trades:
-                    traded[x[0] // hb_us] = True
-            quiet = np.flatnonzero(~traded)
-            if len(quiet):
-                hb_t.append(m_us + (quiet + 1) * hb_us)
-                hb_i.append(np.full(len(quiet), i))
-        parts: list[Part] = [
-            self._quotes(plan, minute, m_us, books),
-            self._trades(plan, minute, m_us, books),
+                ],
+            )
+            for i, inst in enumerate(self.instruments)
+            if plan.acts[i][minute] > 0
         ]
-        if hb_t:
-            parts.append(self._heartbeats(np.concatenate(hb_t), np.concatenate(hb_i)))
+        book = minute_books(self.seed, ordinal, minute, plan.day_us, inputs) if inputs else None
+        # A heartbeat closes each interval in which an instrument did not trade.
+        traded = np.zeros(len(self.instruments) * n_bins, dtype=bool)
+        if book is not None:
+            traded[book.t_inst * n_bins + book.t_off // hb_us] = True
+            for x in book.x_trades:
+                traded[x[0] * n_bins + x[1] // hb_us] = True
+        quiet = np.flatnonzero(~traded)
+        parts: list[Part] = [
+            self._quotes(plan, minute, m_us, book),
+            self._trades(plan, minute, m_us, book),
+        ]
+        if len(quiet):
+            hb_t = m_us + (quiet % n_bins + 1) * hb_us
+            parts.append(self._heartbeats(hb_t, quiet // n_bins))
         labels = [a for a in plan.labels if m_us <= a.start_us < m_end]
         if labels:
             parts.append(self._labels(labels))
@@ -420,18 +419,15 @@ class Tape:
             np.concatenate([p[3] for p in parts])[order].tolist(),
         )
 
-    def _quotes(
-        self, plan: DayPlan, minute: int, m_us: int, books: list[tuple[int, MinuteBook]]
-    ) -> Part:
-        if not books:
+    def _quotes(self, plan: DayPlan, minute: int, m_us: int, book: MinuteBook | None) -> Part:
+        if book is None:
             return _empty_part(_K_QUOTE)
-        t = np.concatenate([b.q_off for _, b in books]) + m_us
-        inst = np.concatenate([np.full(len(b.q_off), i) for i, b in books])
-        cols = [np.concatenate([getattr(b, c) for _, b in books]) for c in _QUOTE_COLS]
-        emit = np.concatenate([b.q_emit for _, b in books])
-        extras = [(m_us + x[0], i, *x[1:]) for i, b in books for x in b.x_quotes]
+        t = book.q_off + m_us
+        cols = [book.bid, book.ask, book.bid_lots, book.ask_lots]
+        extras = [(m_us + x[1], x[0], *x[2:]) for x in book.x_quotes]
         t, inst, cols, ids = self._ordered(
-            plan.q_base[minute], plan.stamp, 'Z","quote_id":"', t, inst, cols, emit, extras
+            plan.q_base[minute], plan.stamp, 'Z","quote_id":"', t, book.q_inst, cols,
+            book.q_emit, extras,
         )
         values = _join(
             [
@@ -446,17 +442,14 @@ class Tape:
         )
         return t, _K_QUOTE, inst, values
 
-    def _trades(
-        self, plan: DayPlan, minute: int, m_us: int, books: list[tuple[int, MinuteBook]]
-    ) -> Part:
-        if not books:
+    def _trades(self, plan: DayPlan, minute: int, m_us: int, book: MinuteBook | None) -> Part:
+        if book is None:
             return _empty_part(_K_TRADE)
-        t = np.concatenate([b.t_off for _, b in books]) + m_us
-        inst = np.concatenate([np.full(len(b.t_off), i) for i, b in books])
-        cols = [np.concatenate([getattr(b, c) for _, b in books]) for c in _TRADE_COLS]
-        extras = [(m_us + x[0], i, *x[1:]) for i, b in books for x in b.x_trades]
+        t = book.t_off + m_us
+        cols = [book.t_price, book.t_lots, book.t_buy, book.t_account]
+        extras = [(m_us + x[1], x[0], *x[2:]) for x in book.x_trades]
         t, inst, cols, ids = self._ordered(
-            plan.t_base[minute], plan.stamp, "", t, inst, cols, None, extras
+            plan.t_base[minute], plan.stamp, "", t, book.t_inst, cols, None, extras
         )
         values = _join(
             [
