@@ -30,6 +30,21 @@ the detector that it is normal. Alert types and what they watch:
   (moving average of per-minute realized variance of mid returns).
 * `fat_finger`: a trade printed outside the prevailing quote by >= `outside_fraction` of mid.
 
+**Event-time order.** The detectors see each symbol's quotes and trades merged in event-time
+order (ties: quote first, then topic offset), whatever order the two topics' partitions
+happened to be read in, so the alerts are a function of the events alone. `AlignedSource`
+wraps the Kafka source: it reads no partition more than `ALIGN_SLACK` of event time ahead of
+the slowest one (record timestamps are event times) and, after each batch, hands the flow a
+`Progress` marker: every record still to come has an event time at or after its watermark
+(the least newest timestamp over the partitions; a partition with nothing more to read
+counts as `ALIGN_LATENESS` before the wall clock). The `order` step holds records back until
+the watermark passes them, then releases them sorted. Event-time delay is unchanged (alerts
+carry event time); live, a record waits until every partition has shown a later one (at the
+default rates a few hundred milliseconds, at most `ALIGN_LATENESS` when a partition idles).
+Sources without markers (the evaluation's tape, tests) get the same watermark from the
+records: the least newest event time over the (topic, partition) pairs seen once both
+topics have been seen, and every held record is released at end of input.
+
 Alerts of one symbol and type closer than `merge_seconds` to the previous one belong to the
 same episode and are merged (only the first is emitted). Severity grades the observed value
 against its threshold: < 2x low, < 4x medium, else high. Alert ids are deterministic
@@ -38,18 +53,21 @@ against its threshold: < 2x low, < 4x medium, else high. Alert ids are determini
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
+import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaError, KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
-from bytewax.operators import KeyedStream
+from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from flowforge_pipeline.contract.catalog import (
@@ -72,9 +90,9 @@ from flowforge_pipeline.flows.common import (
 from flowforge_pipeline.flows.validation import (
     DeadLetter,
     Heartbeat,
+    Origin,
     Quote,
     Trade,
-    by_symbol,
     is_dead_letter,
     origin_of,
     parse_quote,
@@ -148,6 +166,7 @@ class CrossedQuote:
     bid: float
     ask: float
     event_time: datetime
+    origin: Origin
 
 
 @dataclass(frozen=True)
@@ -420,6 +439,118 @@ def detect(
     return detector, detector.on_trade(record)
 
 
+#: How far (event time) the aligned source lets a partition read ahead of the slowest one.
+ALIGN_SLACK = timedelta(seconds=30)
+#: A partition with nothing more to read counts as this far behind the wall clock.
+ALIGN_LATENESS = timedelta(seconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NEVER = -(2**62)
+
+
+def _us(ts: datetime) -> int:
+    """Microseconds since the epoch (exact, unlike a float timestamp)."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True)
+class Progress:
+    """From `AlignedSource`: every record still to come has event time >= `watermark_us`."""
+
+    watermark_us: int
+
+
+class _Alignment:
+    """Read progress of the partitions one worker reads (shared by their readers)."""
+
+    def __init__(self, slack: timedelta, lateness: timedelta) -> None:
+        self.slack_us = _us(_EPOCH + slack)
+        self.lateness_us = _us(_EPOCH + lateness)
+        self.newest: dict[str, int] = {}
+        self.drained: dict[str, bool] = {}
+        self.emitted = _NEVER
+
+    def watermark(self, now_us: int) -> int:
+        """The least event time any partition may still deliver."""
+        floor = now_us - self.lateness_us
+        return min(
+            (max(t, floor) if self.drained[p] else t for p, t in self.newest.items()),
+            default=_NEVER,
+        )
+
+    def ahead(self, part: str, now_us: int) -> bool:
+        """Whether `part` has read more than the slack past the watermark."""
+        return self.newest[part] > self.watermark(now_us) + self.slack_us
+
+
+class _AlignedPartition(StatefulSourcePartition[Any, Any]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], key: str,
+                 shared: _Alignment) -> None:
+        self._inner, self._key, self._shared = inner, key, shared
+        self._waiting = False
+        shared.newest[key] = _NEVER
+        shared.drained[key] = False
+
+    def next_batch(self) -> list[Any]:
+        shared, key = self._shared, self._key
+        now_us = time.time_ns() // 1000
+        self._waiting = shared.ahead(key, now_us)
+        batch: list[Any] = []
+        if not self._waiting:
+            try:
+                batch = list(self._inner.next_batch())
+            except StopIteration:
+                shared.drained[key] = True
+                shared.newest[key] = 2**62  # never holds the others back again
+                raise
+            shared.drained[key] = not batch
+            for item in reversed(batch):  # the newest timestamp is on the last message
+                msg = item.msg if isinstance(item, KafkaError) else item
+                stamp = getattr(msg, "timestamp", None)
+                if stamp and stamp[0]:  # (type, ms); type 0: not available
+                    shared.newest[key] = max(shared.newest[key], stamp[1] * 1000)
+                    break
+        mark = shared.watermark(now_us)
+        if mark > shared.emitted:
+            shared.emitted = mark
+            batch.append(Progress(mark))
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        if self._waiting:
+            return datetime.now(UTC) + timedelta(milliseconds=20)
+        return self._inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AlignedSource(FixedPartitionedSource[Any, Any]):
+    """A partitioned source whose partitions are read in step by event time, with markers.
+
+    No partition reads more than `slack` of event time (record timestamps) past the slowest
+    one, so records held back for ordering stay few; after a batch that advances the
+    watermark, a `Progress` marker follows it. One alignment per worker process.
+    """
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any], *,
+                 slack: timedelta = ALIGN_SLACK, lateness: timedelta = ALIGN_LATENESS) -> None:
+        self._inner = inner
+        self._shared = _Alignment(slack, lateness)
+
+    def list_parts(self) -> list[str]:
+        """The wrapped source's partitions."""
+        return self._inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _AlignedPartition:
+        """The wrapped partition, reporting its progress to the shared alignment."""
+        inner = self._inner.build_part(step_id, for_part, resume_state)
+        return _AlignedPartition(inner, for_part, self._shared)
+
+
 def _parse(
     item: SourceItem, topic: str | None, symbols: frozenset[str], quotes_topic: str
 ) -> Trade | Heartbeat | Quote | CrossedQuote | DeadLetter:
@@ -429,7 +560,7 @@ def _parse(
     if isinstance(parsed, DeadLetter) and parsed.code == "crossed_quote":
         obj = json.loads(parsed.origin.payload)
         return CrossedQuote(obj["symbol"], float(obj["bid"]), float(obj["ask"]),
-                            parse_event_time(obj["event_time"]))
+                            parse_event_time(obj["event_time"]), parsed.origin)
     return parsed
 
 
@@ -442,33 +573,114 @@ def parse(
     return _parse(item, topic, symbols, quotes_topic)
 
 
-def parse_batch(
-    items: list[SourceItem], symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
-) -> list[DeadLetter | tuple[str, list[Trade | Heartbeat | Quote | CrossedQuote]]]:
-    """`parse` over a whole input batch: dead letters, then one record list per symbol.
+Arrival = Trade | Heartbeat | Quote | CrossedQuote | Progress
+ORDER_KEY = "all"
 
-    A symbol's records keep their order, which is all its detectors depend on.
-    """
-    records: list[Any] = []  # CrossedQuote too, grouped like the others
+
+def parse_batch(
+    items: list[Any], symbols: frozenset[str], quotes_topic: str = QUOTES_TOPIC.name
+) -> list[DeadLetter | tuple[str, list[Arrival]]]:
+    """`parse` over a whole input batch: its dead letters, then one list for the `order` step."""
+    out: list[DeadLetter | tuple[str, list[Arrival]]] = []
+    records: list[Arrival] = []
     counts: dict[str, int] = {}
     for item in items:
+        if isinstance(item, Progress):
+            records.append(item)
+            continue
         topic = (item.msg if isinstance(item, KafkaError) else item).topic or ""
         counts[topic] = counts.get(topic, 0) + 1
-        records.append(_parse(item, topic, symbols, quotes_topic))
+        parsed = _parse(item, topic, symbols, quotes_topic)
+        if isinstance(parsed, DeadLetter):
+            out.append(parsed)
+        else:
+            records.append(parsed)
     for topic, n in counts.items():
         metrics.count_in_many(FLOW, topic, n)
-    return by_symbol(records)
+    if records:
+        out.append((ORDER_KEY, records))
+    return out
+
+
+Held = tuple[int, int, int, int, int, Any]  # (event us, rank, partition, offset, arrival, record)
+OrderState = tuple[list[Held], dict[tuple[str, int], int], int | None, int]
+
+
+class EventOrder(StatefulBatchLogic[list[Arrival], list[tuple[str, list[Observation]]],
+                                    OrderState]):
+    """Releases records in event-time order once no partition can still deliver an earlier one.
+
+    Order key: event time, quotes before trades, then the topic's partition and offset, so a
+    symbol's sequence is a function of its events. The watermark is the newest `Progress`
+    marker's or, with no markers, the least newest event time over the (topic, partition)
+    pairs seen so far (each is in event-time order), once both topics have been seen.
+    Heartbeats only move the watermark. A record behind what was already released (out of
+    order within its own partition) goes out with the next release.
+    """
+
+    def __init__(self, quotes_topic: str, resume: OrderState | None = None) -> None:
+        self.quotes_topic = quotes_topic
+        heap, newest, marked, seq = resume or ([], {}, None, 0)
+        self.heap = list(heap)
+        self.newest = dict(newest)
+        self.marked = marked
+        self.seq = seq  # arrival count: the last tie-break, for records without an origin
+
+    def _release(self, upto: int | None) -> list[tuple[str, list[Observation]]]:
+        heap = self.heap
+        groups: dict[str, list[Observation]] = {}
+        while heap and (upto is None or heap[0][0] < upto):
+            record = heapq.heappop(heap)[5]
+            group = groups.get(record.symbol)
+            if group is None:
+                groups[record.symbol] = [record]
+            else:
+                group.append(record)
+        return list(groups.items())
+
+    def on_batch(
+        self, values: list[list[Arrival]]
+    ) -> tuple[Iterable[list[tuple[str, list[Observation]]]], bool]:
+        """Hold the batch's records, release what the watermark has passed, grouped by symbol."""
+        heap, newest, quotes_topic = self.heap, self.newest, self.quotes_topic
+        for records in values:
+            for record in records:
+                if isinstance(record, Progress):
+                    self.marked = max(self.marked or _NEVER, record.watermark_us)
+                    continue
+                t = _us(record.event_time)
+                origin = record.origin
+                where = (origin.topic, origin.partition)
+                if t > newest.get(where, _NEVER):
+                    newest[where] = t
+                if isinstance(record, Heartbeat):
+                    continue
+                self.seq += 1
+                rank = 0 if origin.topic == quotes_topic else 1
+                heapq.heappush(heap, (t, rank, origin.partition, origin.offset, self.seq, record))
+        upto = self.marked
+        if upto is None:  # no markers: both topics must have been seen
+            topics = {topic for topic, _ in newest}
+            upto = min(newest.values()) if len(topics) >= 2 else _NEVER
+        released = self._release(upto)
+        return ([released] if released else []), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[list[tuple[str, list[Observation]]]], bool]:
+        """End of input: nothing earlier can come, release everything held."""
+        released = self._release(None)
+        return ([released] if released else []), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> OrderState:
+        """Held records are immutable, so copies of the containers suffice."""
+        return list(self.heap), dict(self.newest), self.marked, self.seq
 
 
 def detect_batch(
-    state: SymbolDetector | None, records: list[Trade | Heartbeat | Quote | CrossedQuote],
-    limits: Thresholds,
+    state: SymbolDetector | None, records: list[Observation], limits: Thresholds,
 ) -> tuple[SymbolDetector | None, list[Alert]]:
-    """Stateful step per symbol: `detect` over the symbol's records of one input batch."""
+    """Stateful step per symbol: `detect` over the symbol's records of one release."""
     alerts: list[Alert] = []
     for record in records:
-        if isinstance(record, Heartbeat):
-            continue  # carries nothing the detectors use
         state, found = detect(state, record, limits)
         alerts.extend(found)
     return state, alerts
@@ -507,10 +719,15 @@ def build(
     parsed: Stream[Any] = op.flat_map_batch(
         "parse", items, lambda batch: parse_batch(batch, symbols, quotes_topic)
     )
-    # DeadLetter | (symbol, [Trade | Heartbeat | Quote | CrossedQuote, ...]) per input batch
+    # DeadLetter | ("all", [Trade | Heartbeat | Quote | CrossedQuote | Progress, ...])
     split = op.branch("split_dead_letters", parsed, is_dead_letter)
     op.output("dlq_out", split.trues, dlq_sink)
-    keyed: KeyedStream[list[Any]] = split.falses
+    arrivals: KeyedStream[list[Arrival]] = split.falses
+    ordered = op.stateful_batch(
+        "order", arrivals, lambda resume: EventOrder(quotes_topic, resume)
+    )
+    # ("all", [(symbol, [Trade | Quote | CrossedQuote, ...]), ...]) in event-time order
+    keyed: KeyedStream[list[Observation]] = op.flat_map("by_symbol", ordered, lambda kv: kv[1])
     found = op.stateful_map("detect", keyed, lambda s, r: detect_batch(s, r, limits))
     # (symbol, [Alert, ...])
     alerts = op.flat_map("alerts", found, lambda kv: kv[1])
@@ -528,7 +745,7 @@ def from_settings(
 ) -> Dataflow:
     """The anomaly flow on the configured broker and stores."""
     return build(
-        kafka_source(settings, [TRADES_TOPIC.name, QUOTES_TOPIC.name]),
+        AlignedSource(kafka_source(settings, [TRADES_TOPIC.name, QUOTES_TOPIC.name])),
         KafkaSink(settings.kafka_servers.split(","), ALERTS_TOPIC.name),  # type: ignore[arg-type]
         ClickHouseSink(settings, FLOW, (ALERTS_SPEC,)),
         DeadLetterSink(settings),
