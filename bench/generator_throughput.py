@@ -27,7 +27,7 @@ import psutil
 from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Figure, add_json_option, emit  # noqa: E402
+from benchlib import Figure, add_json_option, emit, free_port  # noqa: E402
 
 from flowforge_pipeline.generator import parallel  # noqa: E402
 from flowforge_pipeline.generator.instruments import load_instruments  # noqa: E402
@@ -43,18 +43,39 @@ TARGET_REALTIME_PERCENT = 2.0
 
 
 def broker() -> tuple[subprocess.Popen[bytes], Settings]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """A fresh in-memory tansu broker on a free port, answering metadata requests."""
+    port = free_port()
     proc = subprocess.Popen(broker_argv(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     settings = Settings(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}", KAFKA_TOPIC_PARTITIONS=3)
-    for _ in range(100):
-        try:
-            AdminClient({"bootstrap.servers": settings.kafka_servers}).list_topics(timeout=1)
-            break
-        except Exception:
-            time.sleep(0.1)
+    try:
+        # No Kafka client before the port accepts connections: librdkafka would log a
+        # "Connection refused" line for each attempt made while the broker starts.
+        wait_listening(port, proc)
+        AdminClient({"bootstrap.servers": settings.kafka_servers}).list_topics(timeout=10)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc, settings
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Return once 127.0.0.1:`port` accepts TCP connections; raise if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"broker exited with code {proc.returncode} before listening"
+                ) from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"broker not listening on port {port} after {timeout:g} s"
+                ) from None
+            time.sleep(0.05)
 
 
 def _null_sink() -> Sink:
