@@ -15,6 +15,7 @@ import binascii
 import email.utils
 import fcntl
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -26,7 +27,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flowforge_pipeline.standins.clickhouse_server import compression
 from flowforge_pipeline.standins.clickhouse_server.cache import Answer, Classifier, SchemaAnswers
@@ -213,14 +214,94 @@ class DataDirInUse(RuntimeError):
     """Another process already serves this data directory."""
 
 
+class _Headers:
+    """A request's header fields: case-insensitive, the first of repeated fields wins.
+
+    http.server hands every request's header block to the email package's parser, a general
+    MIME parser that costs more than everything else the server does around a short query;
+    HTTP header fields need only this.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._fields = fields
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The field's value, or `default` when the request has no such field."""
+        return self._fields.get(name.lower(), default)
+
+    def text(self, name: str) -> str:
+        """The field's value, or "" when the request has no such field."""
+        return self._fields.get(name.lower(), "")
+
+
+class _HeadError(Exception):
+    """A request's header block that cannot be read: answered 431 as http.server does."""
+
+
+_MAX_HEADER_LINE = 65536
+_MAX_HEADERS = 100
+_HTTP_VERSION = re.compile(r"HTTP/(\d{1,10})\.(\d{1,10})")
+
+
+def _read_headers(rfile: Any) -> _Headers:
+    """Read header fields up to the blank line that ends them (obsolete line folding too)."""
+    fields: dict[str, str] = {}
+    last = ""
+    last_is_first = False
+    count = 0
+    while True:
+        line = rfile.readline(_MAX_HEADER_LINE + 1)
+        if len(line) > _MAX_HEADER_LINE:
+            raise _HeadError("Line too long")
+        if line in (b"\r\n", b"\n", b""):
+            return _Headers(fields)
+        count += 1
+        if count > _MAX_HEADERS:
+            raise _HeadError(f"got more than {_MAX_HEADERS} headers")
+        text = line.decode("iso-8859-1")
+        if text[0] in " \t":
+            # A folded continuation of the previous field (RFC 9112 5.2).
+            if last_is_first:
+                fields[last] = (fields[last] + " " + text.strip()).strip()
+            continue
+        name, sep, value = text.partition(":")
+        if not sep:
+            continue
+        last = name.strip().lower()
+        last_is_first = last not in fields
+        if last_is_first:
+            fields[last] = value.strip()
+
+
+def _parse_query(query: str) -> dict[str, str]:
+    """A URL query string's parameters; a repeated name keeps its last value (as parse_qsl)."""
+    params: dict[str, str] = {}
+    if not query:
+        return params
+    for part in query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "+" in part:
+            name = name.replace("+", " ")
+            value = value.replace("+", " ")
+        if "%" in part:
+            name = unquote(name)
+            value = unquote(value)
+        params[name] = value
+    return params
+
+
 class _Body:
     """The request body as raw chunks, honouring Content-Length or chunked encoding."""
 
-    def __init__(self, handler: BaseHTTPRequestHandler) -> None:
+    def __init__(self, handler: Handler) -> None:
         self._rfile = handler.rfile
-        te = handler.headers.get("Transfer-Encoding", "").lower()
+        te = handler.fields.text("Transfer-Encoding").lower()
         self.chunked = "chunked" in te
-        length = handler.headers.get("Content-Length")
+        length = handler.fields.get("Content-Length")
         try:
             self._remaining = int(length) if length is not None else 0
         except ValueError:
@@ -287,23 +368,27 @@ class _Response:
             hook()
 
     def _head(self, status: int, extra: list[tuple[str, str]]) -> bytes:
-        phrase = HTTPStatus(status).phrase
-        lines = [f"HTTP/1.1 {status} {phrase}"]
-        lines += [f"{k}: {v}" for k, v in self._common() + self.headers + extra]
-        if self.handler.close_connection:
-            lines.append("Connection: Close")
-        else:
-            lines.append("Connection: Keep-Alive")
-            lines.append("Keep-Alive: timeout=30")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    def _common(self) -> list[tuple[str, str]]:
-        return [
-            ("Date", _http_date()),
-            ("X-ClickHouse-Server-Display-Name", _SERVER_NAME),
-            ("X-ClickHouse-Query-Id", self.query_id),
-            ("X-ClickHouse-Timezone", self.handler.app.engine.timezone),
+        parts = [
+            _status_line(status),
+            "Date: ",
+            _http_date(),
+            "\r\nX-ClickHouse-Server-Display-Name: ",
+            _SERVER_NAME,
+            "\r\nX-ClickHouse-Query-Id: ",
+            self.query_id,
+            "\r\nX-ClickHouse-Timezone: ",
+            self.handler.app.engine.timezone,
+            "\r\n",
         ]
+        for name, value in self.headers:
+            parts += (name, ": ", value, "\r\n")
+        for name, value in extra:
+            parts += (name, ": ", value, "\r\n")
+        if self.handler.close_connection:
+            parts.append("Connection: Close\r\n\r\n")
+        else:
+            parts.append("Connection: Keep-Alive\r\nKeep-Alive: timeout=30\r\n\r\n")
+        return "".join(parts).encode("latin-1")
 
     def send_whole(self, status: int, body: bytes, content_type: str) -> None:
         """Send headers and body in one write (TCP_NODELAY: no Nagle wait between them)."""
@@ -402,6 +487,58 @@ class Handler(BaseHTTPRequestHandler):
         """The server this connection belongs to."""
         return self.server.app
 
+    fields: _Headers
+    raw_requestline: bytes
+
+    def parse_request(self) -> bool:
+        """Read the request line and header fields, as http.server does, without its MIME parser.
+
+        Returns False when an error response has been sent instead.
+        """
+        self.command = None  # type: ignore[assignment]
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:
+            version = _HTTP_VERSION.fullmatch(words[-1])
+            if version is None:
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({words[-1]!r})")
+                return False
+            number = (int(version[1]), int(version[2]))
+            if number >= (2, 0):
+                self.send_error(
+                    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                    f"Invalid HTTP version ({version[1]}.{version[2]})",
+                )
+                return False
+            self.close_connection = number < (1, 1)
+            self.request_version = words[-1]
+        if len(words) != 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({requestline!r})")
+            return False
+        self.command, self.path = words[0], words[1]
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")
+        try:
+            self.fields = _read_headers(self.rfile)
+        except _HeadError as err:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, str(err))
+            return False
+        connection = self.fields.text("Connection").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        if (
+            self.fields.text("Expect").lower() == "100-continue"
+            and self.request_version >= "HTTP/1.1"
+        ):
+            return bool(self.handle_expect_100())
+        return True
+
     def setup(self) -> None:
         """Disable Nagle: a response is one write, and waiting for an ACK costs ~40 ms."""
         super().setup()
@@ -458,12 +595,15 @@ class Handler(BaseHTTPRequestHandler):
             self.app.end_request()
 
     def _handle(self) -> None:
-        url = urlsplit(self.path)
-        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        path, _, query = self.path.partition("?")
+        if not path.startswith("/") or "#" in self.path:
+            url = urlsplit(self.path)
+            path, query = url.path, url.query
+        params = _parse_query(query)
         query_id = params.get("query_id") or str(uuid.uuid4())
         response = _Response(self, query_id, None)
-        if url.path in ("/ping", "/replicas_status") or (
-            url.path == "/" and self.command in ("GET", "HEAD") and "query" not in params
+        if path in ("/ping", "/replicas_status") or (
+            path == "/" and self.command in ("GET", "HEAD") and "query" not in params
         ):
             self._drain_body()
             response.send_whole(200, b"Ok.\n", "text/html; charset=UTF-8")
@@ -482,7 +622,7 @@ class Handler(BaseHTTPRequestHandler):
                 )
             if params.get("enable_http_compression") in ("1", "true"):
                 response.encoding = compression.choose_encoding(
-                    self.headers.get("Accept-Encoding", "")
+                    self.fields.text("Accept-Encoding")
                 )
             request = _Request(self, params, body, user, readonly, response)
             request.run()
@@ -526,7 +666,7 @@ class _Request:
         self.readonly = readonly
         self.response = response
         self.summary = Summary(started=time.perf_counter())
-        encoding = handler.headers.get("Content-Encoding", "").strip().lower()
+        encoding = handler.fields.text("Content-Encoding").strip().lower()
         compression.check_encoding(encoding)
         self.chunks = compression.decode(body.chunks(), encoding)
         self.query_params = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
@@ -538,7 +678,7 @@ class _Request:
             and not k.startswith("param_")
         }
         check_setting_names(self.settings)
-        self.database = params.get("database") or handler.headers.get("X-ClickHouse-Database")
+        self.database = params.get("database") or handler.fields.get("X-ClickHouse-Database")
 
     # ------------------------------------------------------------------ query text
     def _read_statement(self) -> tuple[bytearray, InsertSplit | None]:
@@ -836,6 +976,16 @@ def _http_date() -> str:
     return text
 
 
+_STATUS_LINES: dict[int, str] = {}
+
+
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+    return line
+
+
 def _has_rows(result: Any) -> bool:
     return result is not None and (int(result.rows_read()) > 0 or int(result.size()) > 0)
 
@@ -933,9 +1083,9 @@ class ClickHouseHTTPServer:
             ClickHouseError: AUTHENTICATION_FAILED for an unknown user or a wrong password.
 
         """
-        user = handler.headers.get("X-ClickHouse-User")
-        password = handler.headers.get("X-ClickHouse-Key")
-        auth = handler.headers.get("Authorization", "")
+        user = handler.fields.get("X-ClickHouse-User")
+        password = handler.fields.get("X-ClickHouse-Key")
+        auth = handler.fields.text("Authorization")
         if auth[:6].lower() == "basic ":
             try:
                 decoded = base64.b64decode(auth[6:].strip(), validate=True).decode()
