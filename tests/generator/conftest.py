@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,29 +30,48 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def generator_kafka() -> Iterator[Settings]:
-    """Settings pointing at a fresh in-memory tansu broker on a free port."""
+@contextmanager
+def running_broker(partitions: int = 2) -> Iterator[Settings]:
+    """A fresh in-memory tansu broker on a free port, stopped on exit."""
     port = _free_port()
     proc = subprocess.Popen(
         broker_argv(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    settings = Settings(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}", KAFKA_TOPIC_PARTITIONS=2)
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}", KAFKA_TOPIC_PARTITIONS=partitions
+    )
     try:
+        # A client only once the port listens: librdkafka logs every refused connection.
         deadline = time.monotonic() + 20
         while True:
             try:
-                AdminClient({"bootstrap.servers": settings.kafka_servers}).list_topics(timeout=1)
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
-            except Exception:
+            except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise
+                time.sleep(0.05)
+        AdminClient({"bootstrap.servers": settings.kafka_servers}).list_topics(timeout=10)
         yield settings
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def generator_kafka() -> Iterator[Settings]:
+    """Settings pointing at a fresh in-memory tansu broker on a free port."""
+    with running_broker() as settings:
+        yield settings
+
+
+@pytest.fixture
+def fresh_kafka() -> Iterator[Settings]:
+    """A broker of the test's own: its topics hold only what the test writes."""
+    with running_broker() as settings:
+        yield settings
 
 
 @dataclass

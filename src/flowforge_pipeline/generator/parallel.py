@@ -138,12 +138,17 @@ def _work(
                 if not halt.is_set():
                     pump(batches, sink, start_us, None, batch_size, sent, stop=halt)
                 sink.flush()
+            except BaseException:
+                # Halt before the turn passes on: the next process must not send a later
+                # block after one that did not fully arrive (a gap, and records out of order).
+                halt.set()
+                raise
             finally:
                 results.put(("counts", dict(sent.by_kind)))
                 turns[(k + 1) % n].release()
         sink.close()
     except Exception as exc:  # reported to the parent, which stops everyone and raises
-        results.put(("error", f"{type(exc).__name__}: {exc}"))
         halt.set()
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         results.put(("done", k))
