@@ -147,9 +147,11 @@ def realtime(settings: Settings, tps: float, qps: float, seconds: float) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--minutes", type=int, default=60, help="event minutes at 10 + 50 /s")
     parser.add_argument(
-        "--high-minutes", type=int, default=2, help="event minutes at 1000 + 5000 /s"
+        "--minutes", type=int, default=60, help="event minutes at 10 + 50 /s (0: skip)"
+    )
+    parser.add_argument(
+        "--high-minutes", type=int, default=2, help="event minutes at 1000 + 5000 /s (0: skip)"
     )
     parser.add_argument("--realtime-seconds", type=float, default=60.0)
     parser.add_argument("--workers", default="0,2")
@@ -173,7 +175,8 @@ def main() -> None:
         sinks = [("null", "-"), ("kafka", settings.kafka_servers)] if args.null else []
         sinks = sinks or [("kafka", settings.kafka_servers)]
         for sink, servers in sinks:
-            for tps, qps, minutes in ((10, 50, args.minutes), (1000, 5000, args.high_minutes)):
+            variants = ((10, 50, args.minutes), (1000, 5000, args.high_minutes))
+            for tps, qps, minutes in [v for v in variants if v[2] > 0]:
                 for workers in args.workers.split(","):
                     rates = []
                     for _ in range(args.repeat):
