@@ -110,25 +110,47 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def private_stack(prefix: str) -> tuple[Path, Any]:
+def free_block(n: int) -> int:
+    """First of `n` consecutive TCP ports on 127.0.0.1 free now (flows take metrics port + i)."""
+    from flowforge_pipeline.stack import local
+
+    for _ in range(200):
+        first = free_port()
+        if first + n < 65535 and all(not local.port_in_use(first + i) for i in range(n)):
+            return first
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def private_stack(prefix: str, **overrides: Any) -> tuple[Path, Any]:
     """A state directory and settings on free ports, with the local services started.
 
     The stand-ins (broker, ClickHouse server, PostgreSQL, Valkey) start through the same `up`
     code as the local stack, so a benchmark never touches `.flowforge/` or a running stack;
-    stop them with `local.down(settings)`.
+    stop them with `local.down(settings)`. `overrides` are further `Settings` arguments
+    (e.g. `KAFKA_TOPIC_PARTITIONS`). A start that fails or is interrupted stops what it
+    started and removes the state directory.
     """
+    import shutil
+
+    from flowforge_pipeline.flows.components import FLOW_NAMES
     from flowforge_pipeline.settings import Settings
     from flowforge_pipeline.stack import local
 
     state = Path(tempfile.mkdtemp(prefix=prefix))
     state.chmod(0o755)
-    settings = Settings(
-        FLOWFORGE_STATE_DIR=str(state), LOCAL_KAFKA_PORT=free_port(),
-        LOCAL_CLICKHOUSE_PORT=free_port(), LOCAL_POSTGRES_PORT=free_port(),
-        LOCAL_REDIS_PORT=free_port(), LOCAL_AIRFLOW_PORT=free_port(),
-        LOCAL_FLOW_METRICS_PORT=free_port(),
-    )
-    local.up(settings, echo=lambda _: None, stages=("service",))
+    settings = Settings(**{
+        "FLOWFORGE_STATE_DIR": str(state), "LOCAL_KAFKA_PORT": free_port(),
+        "LOCAL_CLICKHOUSE_PORT": free_port(), "LOCAL_POSTGRES_PORT": free_port(),
+        "LOCAL_REDIS_PORT": free_port(), "LOCAL_AIRFLOW_PORT": free_port(),
+        "LOCAL_FLOW_METRICS_PORT": free_block(len(FLOW_NAMES)),
+        **overrides,
+    })
+    try:
+        local.up(settings, echo=lambda _: None, stages=("service",))
+    except BaseException:
+        local.down(settings, echo=lambda _: None)
+        shutil.rmtree(state, ignore_errors=True)
+        raise
     return state, settings
 
 

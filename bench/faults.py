@@ -34,7 +34,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,10 +63,9 @@ from flowforge_pipeline.stack.components import UpOptions
 from flowforge_pipeline.stack.registry import component
 from flowforge_pipeline.stores import clickhouse as ch_store
 
-try:  # run as a script (bench/ on sys.path) or imported by the test suite
-    from benchlib import Figure, add_json_option, emit
-except ImportError:  # pragma: no cover - the test adds bench/ to sys.path first
-    Figure = add_json_option = emit = None  # type: ignore[assignment,misc]
+# Run as a script or imported by the test suite: benchlib sits beside this file either way.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import Figure, add_json_option, emit, free_block, private_stack  # noqa: E402
 
 #: Topics each flow reads.
 READS: dict[str, tuple[str, ...]] = {
@@ -104,21 +102,6 @@ WALL_CLOCK = {"ingested_at", "updated_at"}  # when a row was written, not what i
 DELIVERY = {"kafka_partition", "kafka_offset"}  # where the broker put a record, not what it says
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_block(n: int) -> int:
-    """First of `n` consecutive free ports (flows take metrics port + index)."""
-    for _ in range(200):
-        first = free_port()
-        if first + n < 65535 and all(not local.port_in_use(first + i) for i in range(n)):
-            return first
-    raise RuntimeError(f"no {n} consecutive free ports")
-
-
 # --- the private stack -------------------------------------------------------------------
 
 
@@ -131,26 +114,12 @@ class Stack:
     @classmethod
     def start(cls, partitions: int = 3) -> Stack:
         """Start the stand-ins; on any failure (Ctrl-C included) stop what was started."""
-        state = Path(tempfile.mkdtemp(prefix="flowforge-faults-"))
-        state.chmod(0o755)
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            FLOWFORGE_STATE_DIR=str(state),
-            LOCAL_KAFKA_PORT=free_port(),
-            LOCAL_CLICKHOUSE_PORT=free_port(),
-            LOCAL_POSTGRES_PORT=free_port(),
-            LOCAL_REDIS_PORT=free_port(),
-            LOCAL_AIRFLOW_PORT=free_port(),
-            LOCAL_FLOW_METRICS_PORT=free_block(len(FLOW_NAMES)),
+        _, settings = private_stack(
+            "flowforge-faults-",
+            _env_file=None,  # nothing from a .env in the working directory
             KAFKA_TOPIC_PARTITIONS=partitions,
         )
-        stack = cls(settings)
-        try:
-            local.up(settings, echo=lambda _: None, stages=("service",))
-        except BaseException:
-            stack.stop()
-            raise
-        return stack
+        return cls(settings)
 
     def stop(self) -> None:
         local.down(self.settings, echo=lambda _: None)
