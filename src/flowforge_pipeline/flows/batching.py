@@ -45,12 +45,7 @@ class BatchBuffer(Generic[T]):
 
     def add(self, row: T, now: datetime) -> list[T] | None:
         """Buffer a row; return a full batch when the threshold is reached."""
-        if not self.rows:
-            self.opened_at = now
-        self.rows.append(row)
-        if len(self.rows) >= self.threshold:
-            return self._take(now, full=True)
-        return None
+        return self.extend((row,), now)
 
     def extend(self, rows: Sequence[T], now: datetime) -> list[T] | None:
         """Buffer a list of rows; return everything buffered once the threshold is reached.
@@ -103,21 +98,22 @@ class BatchBuffer(Generic[T]):
 
 
 @dataclass
-class _BatchLogic(StatefulLogic[T, list[T], BatchBuffer[T]]):
+class _BatchLogic(StatefulLogic[T | list[T], list[T], BatchBuffer[T]]):
+    """One key's buffer as a Bytewax step; items are rows, or lists of rows (`lists`)."""
+
     buffer: BatchBuffer[T]
     now: Callable[[], datetime]
+    lists: bool = False
 
-    def on_item(self, value: T) -> tuple[Iterable[list[T]], bool]:
-        batch = self.buffer.add(value, self.now())
-        return ([batch] if batch else [], StatefulLogic.RETAIN)
+    def on_item(self, value: T | list[T]) -> tuple[Iterable[list[T]], bool]:
+        rows: Sequence[T] = value if self.lists else (value,)  # type: ignore[assignment]
+        return self._emit(self.buffer.extend(rows, self.now()))
 
     def on_notify(self) -> tuple[Iterable[list[T]], bool]:
-        batch = self.buffer.due(self.now())
-        return ([batch] if batch else [], StatefulLogic.RETAIN)
+        return self._emit(self.buffer.due(self.now()))
 
     def on_eof(self) -> tuple[Iterable[list[T]], bool]:
-        batch = self.buffer.drain()
-        return ([batch] if batch else [], StatefulLogic.RETAIN)
+        return self._emit(self.buffer.drain())
 
     def notify_at(self) -> datetime | None:
         return self.buffer.deadline()
@@ -125,29 +121,23 @@ class _BatchLogic(StatefulLogic[T, list[T], BatchBuffer[T]]):
     def snapshot(self) -> BatchBuffer[T]:
         return self.buffer.copy()
 
-
-@dataclass
-class _ListBatchLogic(StatefulLogic[list[T], list[T], BatchBuffer[T]]):
-    buffer: BatchBuffer[T]
-    now: Callable[[], datetime]
-
-    def on_item(self, value: list[T]) -> tuple[Iterable[list[T]], bool]:
-        batch = self.buffer.extend(value, self.now())
+    @staticmethod
+    def _emit(batch: list[T] | None) -> tuple[Iterable[list[T]], bool]:
         return ([batch] if batch else [], StatefulLogic.RETAIN)
 
-    def on_notify(self) -> tuple[Iterable[list[T]], bool]:
-        batch = self.buffer.due(self.now())
-        return ([batch] if batch else [], StatefulLogic.RETAIN)
 
-    def on_eof(self) -> tuple[Iterable[list[T]], bool]:
-        batch = self.buffer.drain()
-        return ([batch] if batch else [], StatefulLogic.RETAIN)
+def _batched(
+    step_id: str,
+    up: KeyedStream[T] | KeyedStream[list[T]],
+    flush_size: int,
+    max_wait: timedelta,
+    now: Callable[[], datetime],
+    lists: bool,
+) -> KeyedStream[list[T]]:
+    def build(resume: BatchBuffer[T] | None) -> _BatchLogic[T]:
+        return _BatchLogic(resume or BatchBuffer(flush_size, max_wait), now, lists)
 
-    def notify_at(self) -> datetime | None:
-        return self.buffer.deadline()
-
-    def snapshot(self) -> BatchBuffer[T]:
-        return self.buffer.copy()
+    return op.stateful(step_id, up, build)  # type: ignore[arg-type]
 
 
 def batch_rows(
@@ -159,11 +149,7 @@ def batch_rows(
     now: Callable[[], datetime] = utc_now,
 ) -> KeyedStream[list[T]]:
     """Group each key's rows into insert batches (see the module docstring)."""
-
-    def build(resume: BatchBuffer[T] | None) -> _BatchLogic[T]:
-        return _BatchLogic(resume or BatchBuffer(flush_size, max_wait), now)
-
-    return op.stateful(step_id, up, build)
+    return _batched(step_id, up, flush_size, max_wait, now, lists=False)
 
 
 def batch_row_lists(
@@ -175,8 +161,4 @@ def batch_row_lists(
     now: Callable[[], datetime] = utc_now,
 ) -> KeyedStream[list[T]]:
     """`batch_rows` for rows that arrive in lists, one step call per list (see `extend`)."""
-
-    def build(resume: BatchBuffer[T] | None) -> _ListBatchLogic[T]:
-        return _ListBatchLogic(resume or BatchBuffer(flush_size, max_wait), now)
-
-    return op.stateful(step_id, up, build)
+    return _batched(step_id, up, flush_size, max_wait, now, lists=True)
