@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 import msgspec
 from bytewax.connectors.kafka import KafkaError
 
 from flowforge_pipeline.flows.common import SourceItem, iso, parse_event_time, utc_now
+
+_R = TypeVar("_R")
 
 #: The message payload version the flows understand (contract field `schema_version`).
 SCHEMA_VERSION = 1
@@ -345,28 +347,32 @@ def decode_quote(origin: Origin, symbols: frozenset[str]) -> Quote:
     return quote
 
 
+def _parse(
+    item: SourceItem,
+    flow: str,
+    symbols: frozenset[str],
+    decode: Callable[[Origin, frozenset[str]], _R],
+) -> _R | DeadLetter:
+    """`decode` of a source item, or the dead letter naming why it cannot be used."""
+    origin = origin_of(item)
+    if isinstance(item, KafkaError):
+        return DeadLetter(flow, origin, f"kafka_error: {item.err}", utc_now())
+    try:
+        return decode(origin, symbols)
+    except Rejected as exc:
+        return DeadLetter(flow, origin, str(exc), utc_now())
+
+
 def parse_trade(
     item: SourceItem, *, flow: str, symbols: frozenset[str]
 ) -> Trade | Heartbeat | DeadLetter:
     """A trades-topic item as a trade or heartbeat, or as a dead letter naming the problem."""
-    origin = origin_of(item)
-    if isinstance(item, KafkaError):
-        return DeadLetter(flow, origin, f"kafka_error: {item.err}", utc_now())
-    try:
-        return decode_trade(origin, symbols)
-    except Rejected as exc:
-        return DeadLetter(flow, origin, str(exc), utc_now())
+    return _parse(item, flow, symbols, decode_trade)
 
 
 def parse_quote(item: SourceItem, *, flow: str, symbols: frozenset[str]) -> Quote | DeadLetter:
     """A quotes-topic item as a quote, or as a dead letter naming the problem."""
-    origin = origin_of(item)
-    if isinstance(item, KafkaError):
-        return DeadLetter(flow, origin, f"kafka_error: {item.err}", utc_now())
-    try:
-        return decode_quote(origin, symbols)
-    except Rejected as exc:
-        return DeadLetter(flow, origin, str(exc), utc_now())
+    return _parse(item, flow, symbols, decode_quote)
 
 
 def parse_trades(
