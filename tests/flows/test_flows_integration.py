@@ -36,6 +36,7 @@ from flowforge_pipeline.contract.catalog import (
     TABLE_UPDATE_CHANNEL,
     TRADES_TOPIC,
     VWAP_KEY,
+    Topic,
 )
 from flowforge_pipeline.settings import Settings
 from flowforge_pipeline.stores import clickhouse as ch_store
@@ -117,26 +118,30 @@ class Env:
             self.kill(flow)
 
 
-@pytest.fixture(scope="module")
-def env(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def private_env(
+    stack_settings: Settings,
+    workdir: Path,
+    name: str,
+    letter: str,
+    n_symbols: int = 3,
+    topics: tuple[Topic, ...] = (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC),
+    **updates: Any,
+) -> Env:
+    """A test's own ClickHouse database `<name>_<tag>`, topics `test-<tag>-<topic>` (3
+    partitions; only `topics` are created) and symbols `<letter><TAG><i>` on the shared stack."""
     tag = uuid.uuid4().hex[:8]
-    settings = stack_settings.model_copy(
-        update={"clickhouse_database": f"flows_{tag}", "sink_flush_wait_seconds": 0.5}
-    )
+    settings = stack_settings.model_copy(update={"clickhouse_database": f"{name}_{tag}", **updates})
     init_clickhouse(settings)
     names = {t.name: f"test-{tag}-{t.name}" for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)}
-    ensure_topics(
-        settings,
-        tuple(replace(t, name=names[t.name]) for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)),
-        partitions=3,
-    )
-    e = Env(
-        settings,
-        names["trades"],
-        names["quotes"],
-        names["dlq"],
-        [f"S{tag[:5].upper()}{i}" for i in range(3)],
-        tmp_path_factory.mktemp("flows"),
+    ensure_topics(settings, tuple(replace(t, name=names[t.name]) for t in topics), partitions=3)
+    symbols = [f"{letter}{tag[:5].upper()}{i}" for i in range(n_symbols)]
+    return Env(settings, names["trades"], names["quotes"], names["dlq"], symbols, workdir)
+
+
+@pytest.fixture(scope="module")
+def env(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    e = private_env(
+        stack_settings, tmp_path_factory.mktemp("flows"), "flows", "S", sink_flush_wait_seconds=0.5
     )
     yield e
     e.stop_all()
@@ -417,14 +422,8 @@ def test_backfilled_hour_with_crashes_and_bad_input(env: Env) -> None:
 
 
 def test_vwap_with_two_processes_equals_the_tape(stack_settings: Settings, tmp_path: Path) -> None:
-    tag = uuid.uuid4().hex[:8]
-    settings = stack_settings.model_copy(update={"clickhouse_database": f"scale_{tag}"})
-    init_clickhouse(settings)
-    trades = f"test-{tag}-trades"
-    topics = (replace(TRADES_TOPIC, name=trades), replace(DLQ_TOPIC, name=f"{trades}-dlq"))
-    ensure_topics(settings, topics, partitions=3)
-    symbols = [f"P{tag[:5].upper()}{i}" for i in range(4)]
-    e = Env(settings, trades, f"{trades}-q", f"{trades}-dlq", symbols, tmp_path)
+    e = private_env(stack_settings, tmp_path, "scale", "P", 4, (TRADES_TOPIC, DLQ_TOPIC))
+    settings, trades, symbols = e.settings, e.trades, e.symbols
     tape = make_tape(symbols, seconds=1200, seed=11).trades
     closing = [
         {"type": "heartbeat", "symbol": sym, "event_time": iso(T0 + timedelta(minutes=27))}
@@ -463,17 +462,8 @@ def test_vwap_with_two_processes_equals_the_tape(stack_settings: Settings, tmp_p
 def test_thousand_malformed_among_hundred_thousand_valid(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    settings = stack_settings.model_copy(update={"clickhouse_database": f"bad_{tag}"})
-    init_clickhouse(settings)
-    names = {t.name: f"test-{tag}-{t.name}" for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)}
-    ensure_topics(
-        settings,
-        tuple(replace(t, name=names[t.name]) for t in (TRADES_TOPIC, QUOTES_TOPIC, DLQ_TOPIC)),
-        partitions=3,
-    )
-    symbols = [f"B{tag[:5].upper()}{i}" for i in range(3)]
-    e = Env(settings, names["trades"], names["quotes"], names["dlq"], symbols, tmp_path)
+    e = private_env(stack_settings, tmp_path, "bad", "B")
+    settings, symbols = e.settings, e.symbols
     base = make_tape(symbols, seconds=60)
     valid = make_tape(symbols, seconds=22_300, seed=5).trades[:100_000]
     assert len(valid) == 100_000
