@@ -6,16 +6,26 @@ fed through the real anomaly dataflow in this process; the labels are the tape's
 whose event time is in [start, end + 60 s]; delay = that first alert's event time - start.
 An alert matching no label is a false alert. No point adjustment. A second run of the same
 window without injections gives the false-alert rate per instrument and day.
+
+Delays are reported twice. From the label's start as `ground_truth` writes it (when the
+injector changes the process: starts withholding quotes, starts drawing extra trades), and
+from the label's first evidence: the event time of the symbol's first record that differs
+from the same seed's tape without injections (a quote withheld, added or changed; a trade
+added), i.e. the first withheld quote or the first extra trade. Until then the tape is
+identical to one without the anomaly, so no detector can see it; the difference between
+the two is the injector's waiting time for the next quote or extra trade, not detection
+delay.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSourceMessage
@@ -27,7 +37,7 @@ from flowforge_pipeline.flows import anomaly
 from flowforge_pipeline.flows.common import SourceItem, parse_event_time
 from flowforge_pipeline.generator.anomalies import KINDS, SEVERITIES, AnomalyOptions
 from flowforge_pipeline.generator.instruments import load_instruments
-from flowforge_pipeline.generator.tape import Tape, to_us
+from flowforge_pipeline.generator.tape import KIND_QUOTE, KIND_TRADE, Tape, to_us
 
 #: Which alert type detects which injected kind (a flash crash starts as a price jump).
 DETECTED_BY: dict[str, str] = {
@@ -61,6 +71,50 @@ class SeenAlert:
     symbol: str
     alert_type: str
     event_time: datetime
+
+
+_ID_FIELD = re.compile(r'"(?:quote|trade)_id":"[^"]*",?')
+
+
+def _symbol_records(tape: Tape, symbol: str, lo_us: int, hi_us: int) -> set[tuple[int, str]]:
+    """The symbol's quotes and trades in [lo, hi), as they count for `first_evidence`.
+
+    A quote is (event time, payload without its id), a trade (event time, "trade"). A
+    trade's side, size and account are draws that extra trades in its minute shift to other
+    draws of the same law, which tells nothing; its existence and time do.
+    """
+    out: set[tuple[int, str]] = set()
+    for batch in tape.batches(lo_us, hi_us):
+        for t, kind, key, value in zip(batch.times.tolist(), batch.kinds.tolist(), batch.keys,
+                                       batch.values, strict=True):
+            if key == symbol and kind == KIND_QUOTE:
+                out.add((t, _ID_FIELD.sub("", value)))
+            elif key == symbol and kind == KIND_TRADE:
+                out.add((t, "trade"))
+    return out
+
+
+def first_evidence(labels: list[Label], labeled: Tape, clean: Tape) -> list[datetime | None]:
+    """Per label: event time of its symbol's first record that differs from the clean tape.
+
+    `clean` is the same seed without injections: the first quote withheld or changed, or
+    the first trade added or missing (see `_symbol_records`). None when nothing differs in
+    [start, end] (at least `EVIDENCE_WINDOW` long).
+    """
+    out: list[datetime | None] = []
+    for lab in labels:
+        # A jump or a one-off print has end == start; its effect shows from there on.
+        lo, hi = to_us(lab.start), to_us(max(lab.end, lab.start + EVIDENCE_WINDOW)) + 1
+        differ = _symbol_records(labeled, lab.symbol, lo, hi) ^ _symbol_records(
+            clean, lab.symbol, lo, hi)
+        first = min((t for t, _ in differ), default=None)
+        out.append(None if first is None else _EPOCH + timedelta(microseconds=first))
+    return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: How far past its start a label's first evidence is looked for, at least.
+EVIDENCE_WINDOW = timedelta(seconds=60)
 
 
 class _TapePartition(StatefulSourcePartition[SourceItem, None]):
@@ -116,6 +170,13 @@ def run_flow(
     limits: anomaly.Thresholds,
 ) -> tuple[list[SeenAlert], list[Label], int]:
     """Backfill the tape through the anomaly flow; alerts, labels and instrument count."""
+    return _run_flow(seed, start, end, rate_per_hour=rate_per_hour, limits=limits)[:3]
+
+
+def _run_flow(
+    seed: int, start: datetime, end: datetime, *, rate_per_hour: float | None,
+    limits: anomaly.Thresholds,
+) -> tuple[list[SeenAlert], list[Label], int, Tape]:
     instruments = load_instruments()
     options = None if rate_per_hour is None else AnomalyOptions(rate_per_hour=rate_per_hour)
     tape = Tape(instruments, seed, 10.0, 50.0, anomalies=options)
@@ -134,7 +195,7 @@ def run_flow(
         obj = json.loads(msg.value)
         seen.append(SeenAlert(obj["symbol"], obj["alert_type"],
                               parse_event_time(obj["event_time"])))
-    return seen, source.labels, len(instruments)
+    return seen, source.labels, len(instruments), tape
 
 
 def _matches(alert: SeenAlert, lab: Label) -> bool:
@@ -152,8 +213,16 @@ def _pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def score(alerts: list[SeenAlert], labels: list[Label]) -> dict[str, Any]:
-    """Recall and delays per kind and severity; precision per alert type."""
+def score(
+    alerts: list[SeenAlert], labels: list[Label],
+    evidence: list[datetime | None] | None = None,
+) -> dict[str, Any]:
+    """Recall and delays per kind and severity; precision per alert type.
+
+    With `evidence` (per label, see `first_evidence`), delays are also given from it.
+    """
+    evidence = evidence or [None] * len(labels)
+    first_seen = dict(zip(map(id, labels), evidence, strict=True))
     by_symbol: dict[str, list[SeenAlert]] = defaultdict(list)
     for a in alerts:
         by_symbol[a.symbol].append(a)
@@ -161,19 +230,30 @@ def score(alerts: list[SeenAlert], labels: list[Label]) -> dict[str, Any]:
     for kind in KINDS:
         mine = [lab for lab in labels if lab.kind == kind]
         delays: list[float] = []
+        from_evidence: list[float] = []
+        lags: list[float] = []
         per_sev: dict[str, list[int]] = {s: [0, 0] for s in SEVERITIES}
         for lab in mine:
             hits = [a.event_time for a in by_symbol[lab.symbol] if _matches(a, lab)]
             per_sev[lab.severity][1] += 1
+            seen = first_seen[id(lab)]
+            if seen is not None:
+                lags.append((seen - lab.start).total_seconds())
             if hits:
                 per_sev[lab.severity][0] += 1
                 delays.append((min(hits) - lab.start).total_seconds())
+                from_evidence.append((min(hits) - (seen or lab.start)).total_seconds())
         recall[kind] = {
             "labels": len(mine),
             "detected": len(delays),
             "recall": len(delays) / len(mine) if mine else None,
             "median_delay_s": statistics.median(delays) if delays else None,
             "p95_delay_s": _pct(delays, 0.95),
+            "median_delay_from_evidence_s": (
+                statistics.median(from_evidence) if from_evidence else None),
+            "p95_delay_from_evidence_s": _pct(from_evidence, 0.95),
+            "evidence_after_start_median_s": statistics.median(lags) if lags else None,
+            "evidence_after_start_p95_s": _pct(lags, 0.95),
             "recall_by_severity": {
                 s: (d / n if n else None) for s, (d, n) in per_sev.items()
             },
@@ -200,9 +280,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score an injected backfill and measure false alerts on a clean one."""
     limits = limits or anomaly.Thresholds()
-    alerts, labels, n_inst = run_flow(seed, start, end, rate_per_hour=rate_per_hour,
-                                      limits=limits)
-    result = score(alerts, labels)
+    alerts, labels, n_inst, tape = _run_flow(seed, start, end, rate_per_hour=rate_per_hour,
+                                             limits=limits)
+    same_seed_clean = Tape(tape.instruments, seed, tape.trades_per_second,
+                           tape.quotes_per_second, tape.heartbeat_seconds)
+    result = score(alerts, labels, first_evidence(labels, tape, same_seed_clean))
     clean_alerts, _, _ = run_flow(seed if clean_seed is None else clean_seed, start, end,
                                   rate_per_hour=None, limits=limits)
     inst_days = n_inst * (end - start).total_seconds() / 86_400
