@@ -323,7 +323,11 @@ class SymbolDetector:
         self.last_quote, self.last_mid = quote, mid
         self.stale_evidence = 0.0
         self.minute_quotes += 1
-        self.recent_quotes.append(quote.event_time)
+        recent = self.recent_quotes
+        recent.append(quote.event_time)
+        oldest = quote.event_time - timedelta(seconds=lim.volume_quote_seconds)
+        while recent[0] <= oldest:  # bounded even when no trade prunes it
+            recent.popleft()
         return out
 
     def on_crossed(self, crossed: CrossedQuote) -> list[Alert]:
