@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import subprocess
+import time
 import uuid
 import zlib
 from urllib.parse import urlencode
@@ -337,3 +338,99 @@ def test_describe_answers_follow_every_change(server: ClickHouseHTTPServer) -> N
     assert status == 404 and headers["x-clickhouse-exception-code"] == "60", body
     request(server, f"CREATE TABLE {table} (b String) ENGINE = Memory".encode())
     assert _describe(server, table) == ["b String"]
+
+
+def _stream_request(
+    server: ClickHouseHTTPServer, sql: bytes, params: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], list[bytes]]:
+    """Send a query; return the status, the headers and the body as the chunks it came in."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
+        url = "/?" + urlencode(params or {})
+        s.sendall(
+            f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(sql)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + sql
+        )
+        raw = b""
+        while chunk := s.recv(1 << 20):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if headers.get("transfer-encoding") != "chunked":
+        return status, headers, [rest]
+    chunks = []
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return status, headers, chunks
+        chunks.append(rest[:size])
+        rest = rest[size + 2 :]
+
+
+@pytest.mark.parametrize("fmt", ["JSON", "JSONCompact", "CSVWithNames", "Parquet"])
+def test_formatted_results_stream_in_chunks(server: ClickHouseHTTPServer, fmt: str) -> None:
+    """Formats with a prefix or suffix stream too, as one document, not one per block."""
+    rows = 400_000
+    sql = f"SELECT number AS n, toString(number) AS s FROM numbers({rows}) FORMAT {fmt}"
+    status, headers, chunks = _stream_request(server, sql.encode())
+    assert status == 200 and headers["x-clickhouse-format"] == fmt
+    assert headers["transfer-encoding"] == "chunked" and len(chunks) > 1
+    assert "x-clickhouse-exception-tag" in headers
+    body = b"".join(chunks)
+    # The same query answered whole gives the same document, byte for byte up to timings.
+    whole = request(server, sql.encode(), params={"wait_end_of_query": "1"})[2]
+    if fmt.startswith("JSON"):
+        doc = json.loads(body)
+        assert doc["rows"] == rows and len(doc["data"]) == rows
+        assert doc["meta"] == json.loads(whole)["meta"]
+    elif fmt == "CSVWithNames":
+        assert body == whole and body.count(b'"n","s"') == 1
+    else:
+        assert body[:4] == b"PAR1" and body[-4:] == b"PAR1" and len(body) == len(whole)
+
+
+def test_small_formatted_result_is_one_piece(server: ClickHouseHTTPServer) -> None:
+    status, headers, body = request(server, b"SELECT 1 AS x FORMAT JSONCompact")
+    assert status == 200 and "content-length" in headers
+    assert json.loads(body)["data"] == [[1]]
+    # An early error keeps its HTTP status and code (nothing was sent yet).
+    status, headers, body = request(server, b"SELECT throwIf(1) FORMAT JSON")
+    assert status == 500 and headers["x-clickhouse-exception-code"] == "395", body
+    # ... and leaves nothing behind for the next query on the same connection.
+    status, _, body = request(
+        server, b"SELECT {p:UInt8} AS x FORMAT JSONCompact", params={"param_p": "7"}
+    )
+    assert json.loads(body)["data"] == [[7]]
+
+
+def test_formatted_stream_error_is_tagged(server: ClickHouseHTTPServer) -> None:
+    sql = b"SELECT number, throwIf(number = 900000) FROM numbers(1000000) FORMAT JSONCompact"
+    status, headers, chunks = _stream_request(
+        server, sql, params={"max_threads": "1", "max_block_size": "65536"}
+    )
+    assert status == 200
+    body = b"".join(chunks)
+    tag = headers["x-clickhouse-exception-tag"]
+    assert body.endswith(b" " + tag.encode() + b"\r\n__exception__\r\n")
+    assert f"__exception__\r\n{tag}\r\nCode: 395.".encode() in body
+    # The document the engine closed after the failure is not passed off as complete.
+    assert b'"statistics"' not in body
+
+
+def test_client_leaving_a_formatted_stream_cancels_the_query(
+    server: ClickHouseHTTPServer,
+) -> None:
+    marker = uuid.uuid4().hex
+    sql = f"SELECT number, '{marker}' FROM numbers(10000000000) FORMAT JSON".encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(sql) + sql)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    check = f"SELECT count() FROM system.processes WHERE query LIKE '%{marker}%' "
+    check += "AND query NOT LIKE '%system.processes%'"
+    deadline = time.monotonic() + 20
+    while request(server, check.encode())[2] != b"0\n":
+        assert time.monotonic() < deadline, "the query kept running after the client left"
+        time.sleep(0.2)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.utils
 import fcntl
 import logging
+import os
 import re
 import secrets
 import socket
@@ -39,6 +41,7 @@ from flowforge_pipeline.standins.clickhouse_server.sessions import (
     SessionManager,
     check_setting_names,
     parse_session_timeout,
+    quote_literal,
 )
 from flowforge_pipeline.standins.clickhouse_server.sql import (
     IncompleteInput,
@@ -48,6 +51,7 @@ from flowforge_pipeline.standins.clickhouse_server.sql import (
     find_insert_data,
     is_access_control,
     is_plain_describe,
+    with_output_file,
 )
 
 log = logging.getLogger(__name__)
@@ -90,9 +94,10 @@ TRANSPORT_SETTINGS = frozenset(
         "http_response_headers",
     }
 )
-# Output formats whose per-block pieces concatenate into one valid stream. chdb formats each
-# streamed block on its own, so a format with a prefix or suffix (JSON, ...WithNames) is
-# answered in one piece instead.
+# Output formats whose per-block pieces concatenate into one valid stream: these stream
+# through chdb's streaming API. chdb formats each streamed block as a document of its own, so
+# a format with a prefix or suffix (JSON, ...WithNames, Parquet, ...) streams through a pipe
+# the engine writes its one document into instead (`_Request._stream_formatted`).
 STREAMABLE_FORMATS = frozenset(
     f.lower()
     for f in (
@@ -117,6 +122,14 @@ STREAMABLE_FORMATS = frozenset(
     )
 )
 _READ_CHUNK = 1 << 20
+# A formatted result that ends within this many bytes is answered in one piece (ClickHouse's
+# default response buffer is as large); a longer one streams.
+_STREAM_AFTER = 1 << 20
+# What a streamed formatted result keeps back until the engine reports success (see
+# `_stream_formatted`).
+_HOLD_BACK = 1 << 16
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_PIPE_SIZE = 1 << 20
 LOCK_FILE = ".flowforge-clickhouse.lock"
 _INSERT_APPEND = 1 << 20
 # How much of a body's start is searched for where an INSERT's data begins (more on need).
@@ -195,12 +208,13 @@ class Engine:
         self.classifier = Classifier()
 
     @staticmethod
-    def _classify(conn: EngineConnection, sql: str) -> str:
+    def classify_uncached(conn: EngineConnection, sql: str) -> str:
+        """The engine's query class of a text that is not worth remembering."""
         return str(conn.raw.classify_query(sql)["query_class"].name)
 
     def classify(self, conn: EngineConnection, sql: str) -> str:
         """The engine's query class of `sql` (READ_ONLY, MUTATING, CONTROL, ...)."""
-        return self.classifier.classify(sql, lambda text: self._classify(conn, text))
+        return self.classifier.classify(sql, lambda text: self.classify_uncached(conn, text))
 
     def close(self) -> None:
         """Close every connection; the engine stops with the last one."""
@@ -849,6 +863,14 @@ class _Request:
                 # chdb streams SELECTs only; EXISTS, SHOW and the like are answered whole.
                 if "Streaming query is not supported" not in err.message:
                     raise
+        elif (
+            not wait
+            and kind == "READ_ONLY"
+            and stmt.first_word in ("SELECT", "WITH")
+            and not stmt.has_outfile
+            and self._stream_formatted(conn, sql, stmt, fmt, content_type)
+        ):
+            return
         try:
             result = conn.raw.query(sql, fmt, params=self.query_params)
         except Exception as exc:
@@ -923,6 +945,116 @@ class _Request:
             stream.fail(from_engine(exc))
             return
         stream.finish()
+
+    def _stream_formatted(
+        self, conn: EngineConnection, sql: str, stmt: Statement, fmt: str, content_type: str
+    ) -> bool:
+        """Stream a result in a format whose blocks do not concatenate (JSON, ...WithNames).
+
+        chdb's streaming API formats every block as a document of its own, so for these
+        formats the query writes its one, whole document into a pipe instead (`INTO OUTFILE`
+        the pipe's write end), and the pipe is read as the engine writes it: the engine
+        blocks while the client is slow, so at most a pipe and a window of the result are in
+        memory. Output that ends within the first `_STREAM_AFTER` bytes is answered in one
+        piece, so an early error still gets its HTTP status; after that an error becomes the
+        tagged exception block. The engine closes a document it failed to finish as if it
+        had finished it, so the last `_HOLD_BACK` bytes are only sent once it succeeded.
+
+        Returns:
+            False when the statement cannot be written to a pipe; it is then answered whole.
+
+        """
+        read_fd, write_fd = os.pipe()
+        marker = "result" + secrets.token_hex(8)
+        text = with_output_file(sql, stmt, f"/proc/self/fd/{write_fd}", marker)
+        # The engine files a query with INTO OUTFILE under CONTROL; UNKNOWN means it does not
+        # parse, i.e. the clause could not go where it was put: answer the query whole then.
+        if Engine.classify_uncached(conn, text) == "UNKNOWN":
+            os.close(read_fd)
+            os.close(write_fd)
+            return False
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(read_fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+        outcome: dict[str, Any] = {}
+        params = self.query_params
+
+        def run() -> None:
+            try:
+                outcome["result"] = conn.raw.query(text, fmt, params=params)
+            except Exception as exc:  # reported by the reading side
+                outcome["error"] = exc
+                # After a failure chdb may write the unfinished document only while the
+                # connection's next query starts, opening the path again: that must still be
+                # this pipe (whose output is discarded), never a later request's.
+                with contextlib.suppress(Exception):
+                    conn.raw.query("SELECT 1", "TabSeparated", params={})
+            finally:
+                os.close(write_fd)
+
+        worker = threading.Thread(target=run, name="clickhouse-result", daemon=True)
+        worker.start()
+        pending: list[bytes] = []
+        size = 0
+        stream: _Stream | None = None
+        try:
+            while True:
+                data = os.read(read_fd, _READ_CHUNK)
+                if not data:
+                    break
+                pending.append(data)
+                size += len(data)
+                if stream is None and size >= _STREAM_AFTER:
+                    self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
+                    stream = self.response.start_stream(content_type, b"")
+                if stream is not None:
+                    while pending and size - len(pending[0]) >= _HOLD_BACK:
+                        piece = pending.pop(0)
+                        size -= len(piece)
+                        stream.send(piece)
+            worker.join()
+        except BaseException:
+            # The client went away (or the server failed): stop the engine writing first.
+            os.close(read_fd)
+            read_fd = -1
+            if worker.is_alive():
+                self._kill_query(marker)
+            worker.join()
+            raise
+        finally:
+            if read_fd >= 0:
+                os.close(read_fd)
+        error = outcome.get("error")
+        if error is not None:
+            err = from_engine(error)
+            if stream is None:
+                raise err from error
+            self.handler.close_connection = True
+            stream.fail(err)
+            return True
+        self.summary.add_result(outcome["result"])
+        if stream is None:
+            self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
+            self.response.send_whole(200, _joined(pending) if pending else b"", content_type)
+            return True
+        for piece in pending:
+            stream.send(piece)
+        stream.finish()
+        return True
+
+    def _kill_query(self, marker: str) -> None:
+        """Cancel the running query whose text carries `marker`."""
+        pool = self.app.engine.pool
+        killer = pool.acquire()
+        healthy = True
+        try:
+            killer.run(
+                f"KILL QUERY WHERE query LIKE {quote_literal('%/* ' + marker + ' */%')} "
+                "AND query NOT LIKE 'KILL%' ASYNC"
+            )
+        except ClickHouseError:
+            healthy = False
+        finally:
+            pool.release(killer, healthy)
 
     # ------------------------------------------------------------------ answers
     def _send_empty(self) -> None:

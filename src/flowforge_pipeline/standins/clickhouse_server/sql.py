@@ -227,6 +227,12 @@ class Statement:
     output_format: str | None
     statement_count: int
     error_position: int
+    #: Where the first statement's own top-level `FORMAT` clause starts (-1: none).
+    format_position: int = -1
+    #: Where the first statement's last token ends (before any `;`).
+    end_position: int = 0
+    #: Whether the first statement already names an `INTO OUTFILE`.
+    has_outfile: bool = False
 
 
 def analyse(text: str) -> Statement:
@@ -242,6 +248,10 @@ def analyse(text: str) -> Statement:
     error_position = -1
     prev_format = False
     depth = 0
+    format_position = -1
+    format_candidate = -1
+    end_position = 0
+    has_outfile = False
     try:
         for tok in tokens(text):
             if tok.kind is TokenKind.PUNCT and tok.text == ";":
@@ -261,16 +271,45 @@ def analyse(text: str) -> Statement:
             elif tok.kind is TokenKind.PUNCT and tok.text in ")]":
                 depth -= 1
             if count == 0:
+                end_position = tok.end
                 if prev_format and tok.kind in (TokenKind.WORD, TokenKind.QUOTED_NAME):
                     output_format = tok.text.strip('`"')
+                    format_position = format_candidate
                 prev_format = depth == 0 and _is_word(tok, "FORMAT")
+                if prev_format:
+                    format_candidate = tok.start
+                elif depth == 0 and _is_word(tok, "OUTFILE"):
+                    has_outfile = True
     except IncompleteInput:
         pass
     if in_statement:
         count += 1
     while len(words) < 2:
         words.append("")
-    return Statement(words[0], words[1], output_format, count, error_position)
+    return Statement(
+        words[0],
+        words[1],
+        output_format,
+        count,
+        error_position,
+        format_position,
+        end_position,
+        has_outfile,
+    )
+
+
+def with_output_file(text: str, stmt: Statement, path: str, marker: str = "") -> str:
+    """`text` with `INTO OUTFILE 'path' TRUNCATE` where ClickHouse's grammar puts it.
+
+    That is just before the statement's own `FORMAT` clause, or after its last token (its
+    `SETTINGS` clause, if any, belongs to the query and stays in front). The clause goes on
+    a line of its own, so a trailing `--` comment cannot swallow it. A `marker` (letters and
+    digits) goes into a comment after it, so the query can be found in `system.processes`.
+    """
+    at = stmt.format_position if stmt.format_position >= 0 else stmt.end_position
+    quoted = path.replace("\\", "\\\\").replace("'", "\\'")
+    note = f" /* {marker} */" if marker.isalnum() else ""
+    return f"{text[:at]}\nINTO OUTFILE '{quoted}' TRUNCATE{note}\n{text[at:]}"
 
 
 @lru_cache(maxsize=1024)
