@@ -15,7 +15,11 @@ the machine weighs on both alike. The reported ratio is the median of the rounds
 The HTTP client uses clickhouse-connect's defaults (lz4-compressed inserts) unless
 `--compress` says otherwise; the setting is printed with the figures.
 
-Run: .venv/bin/python bench/clickhouse_http.py [--rounds 3] [--compress lz4|zstd|none]
+Before each timed insert both engines are left to finish their background merges, and each
+round's table is dropped once counted, so one side's merges never run during the other
+side's timing.
+
+Run: .venv/bin/python bench/clickhouse_http.py [--rounds 5] [--compress lz4|zstd|none]
      [--json FILE]
 """
 
@@ -66,6 +70,18 @@ def warm_up(client: Any, batches: list[list[tuple[int, str, float]]]) -> None:
         client.insert("warm", batch, column_names=COLUMNS)
 
 
+def settle(client: Any, timeout: float = 10.0) -> None:
+    """Wait until the engine runs no background merges (outside the timing).
+
+    Parts of an earlier round are merged in the background; those merges would take CPU
+    from whichever side runs next on this 2-core machine, and they are no part of the
+    insert being timed.
+    """
+    deadline = time.monotonic() + timeout
+    while client.command("SELECT count() FROM system.merges") and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def timed_insert(client: Any, table: str, batches: list[list[tuple[int, str, float]]]) -> float:
     create(client, table)
     start = time.perf_counter()
@@ -75,6 +91,8 @@ def timed_insert(client: Any, table: str, batches: list[list[tuple[int, str, flo
     count = client.command(f"SELECT count() FROM {table}")
     if count != ROWS:
         raise SystemExit(f"{table}: {count} rows stored, {ROWS} inserted")
+    # Its parts would be merged in the background while the other side runs.
+    client.command(f"DROP TABLE {table} SYNC")
     return elapsed
 
 
@@ -101,14 +119,19 @@ def wait_for_client(port: int, compress: str) -> Any:
 
 
 def worker(data_dir: str) -> None:
-    """The in-process side: one `run TABLE` order per line on stdin, seconds on stdout."""
+    """The in-process side: one order per line on stdin (`run TABLE`, `settle`), JSON out."""
     client = clickhouse_connect.get_client(interface="chdb", path=data_dir)
     batches = make_batches()
     warm_up(client, batches)
+    settle(client)
     print("ready", flush=True)
     for line in sys.stdin:
-        table = line.split()[1]
-        print(json.dumps({"seconds": timed_insert(client, table, batches)}), flush=True)
+        order = line.split()
+        if order[0] == "settle":
+            settle(client)
+            print(json.dumps({"settled": True}), flush=True)
+        else:
+            print(json.dumps({"seconds": timed_insert(client, order[1], batches)}), flush=True)
 
 
 class Worker:
@@ -136,6 +159,12 @@ class Worker:
         self.proc.stdin.flush()
         return float(json.loads(self._read())["seconds"])
 
+    def settle(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("settle\n")
+        self.proc.stdin.flush()
+        self._read()
+
     def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
@@ -156,7 +185,7 @@ def select1(client: Any) -> tuple[float, float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="insert rounds per side")
+    parser.add_argument("--rounds", type=int, default=5, help="insert rounds per side")
     parser.add_argument(
         "--compress", choices=["lz4", "zstd", "none"], default="lz4",
         help="the HTTP client's compression (clickhouse-connect's default: lz4)",
@@ -189,12 +218,23 @@ def main() -> None:
             for r in range(args.rounds):
                 loads.append(os.getloadavg()[0])
                 table = f"bench_{r}"
+
+                def run_http(table: str = table, worker: Worker = local) -> float:
+                    settle(client)
+                    worker.settle()
+                    return timed_insert(client, table, batches)
+
+                def run_local(table: str = table, worker: Worker = local) -> float:
+                    settle(client)
+                    worker.settle()
+                    return worker.insert(table)
+
                 if r % 2 == 0:
-                    h = timed_insert(client, table, batches)
-                    s = local.insert(table)
+                    h = run_http()
+                    s = run_local()
                 else:
-                    s = local.insert(table)
-                    h = timed_insert(client, table, batches)
+                    s = run_local()
+                    h = run_http()
                 http_s.append(h)
                 local_s.append(s)
                 print(
