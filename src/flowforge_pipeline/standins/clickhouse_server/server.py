@@ -695,9 +695,11 @@ class _Request:
         self.database = params.get("database") or handler.fields.get("X-ClickHouse-Database")
 
     # ------------------------------------------------------------------ query text
-    def _read_statement(self) -> tuple[bytearray, InsertSplit | None]:
+    def _read_statement(self) -> tuple[bytes | bytearray, InsertSplit | None]:
         url_query = self.params.get("query", "")
-        buf = bytearray(url_query.encode() + (b"\n" if url_query else b""))
+        # The body's first piece is used as it is when nothing precedes it (the usual case):
+        # it may be a whole insert block, not worth copying just to look at its start.
+        buf: bytes | bytearray = url_query.encode() + b"\n" if url_query else b""
         at_eof = False
         while True:
             try:
@@ -707,11 +709,16 @@ class _Request:
                 chunk = next(self.chunks, None)
                 if chunk is None:
                     at_eof = True
+                elif not buf:
+                    buf = chunk
                 else:
+                    if not isinstance(buf, bytearray):
+                        buf = bytearray(buf)
                     buf += chunk
         if split is None and not at_eof:
-            for chunk in self.chunks:
-                buf += chunk
+            rest = list(self.chunks)
+            if rest:
+                buf = b"".join([buf, *rest])
         return buf, split
 
     # ------------------------------------------------------------------ connections
@@ -772,7 +779,7 @@ class _Request:
             self.response.complete()
 
     # ------------------------------------------------------------------ INSERT with data
-    def _insert(self, conn: EngineConnection, buf: bytearray, split: InsertSplit) -> None:
+    def _insert(self, conn: EngineConnection, buf: bytes | bytearray, split: InsertSplit) -> None:
         if self.readonly:
             self._readonly_error()
         statement = split.statement.encode("latin-1").decode("utf-8", errors="replace")
@@ -786,7 +793,8 @@ class _Request:
         try:
             # Pieces go to the engine as they are (one join when several are pending): an
             # insert's data is copied as few times as the engine's bytes-only call allows.
-            head = bytes(memoryview(buf)[split.data_offset :])
+            at = split.data_offset
+            head = buf[at:] if isinstance(buf, bytes) else bytes(memoryview(buf)[at:])
             pending: list[bytes] = [head] if head else []
             size = len(head)
             for chunk in self.chunks:
@@ -1080,14 +1088,14 @@ class _Request:
         )
 
 
-def _find_insert_data(buf: bytearray, at_eof: bool) -> InsertSplit | None:
+def _find_insert_data(buf: bytes | bytearray, at_eof: bool) -> InsertSplit | None:
     """`find_insert_data` on the start of the body first: an insert's data is not decoded."""
     if len(buf) > _SPLIT_WINDOW:
         try:
-            return find_insert_data(bytes(buf[:_SPLIT_WINDOW]).decode("latin-1"), False)
+            return find_insert_data(str(memoryview(buf)[:_SPLIT_WINDOW], "latin-1"), False)
         except IncompleteInput:
             pass
-    return find_insert_data(buf.decode("latin-1"), at_eof)
+    return find_insert_data(str(buf, "latin-1"), at_eof)
 
 
 def _joined(pieces: list[bytes]) -> bytes:
