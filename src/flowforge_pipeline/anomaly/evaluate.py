@@ -9,9 +9,9 @@ window without injections gives the false-alert rate per instrument and day.
 
 Delays are reported twice. From the label's start as `ground_truth` writes it (when the
 injector changes the process: starts withholding quotes, starts drawing extra trades), and
-from the label's first evidence: the event time of the symbol's first record that differs
-from the same seed's tape without injections (a quote withheld, added or changed; a trade
-added), i.e. the first withheld quote or the first extra trade. Until then the tape is
+from the label's first evidence: the event time of the symbol's first record that shows it
+(`first_evidence`), e.g. the first withheld quote or the first extra trade, found by
+comparing with the same seed's tape without injections. Until then the tape is
 identical to one without the anomaly, so no detector can see it; the difference between
 the two is the injector's waiting time for the next quote or extra trade, not detection
 delay.
@@ -20,7 +20,6 @@ delay.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator
@@ -73,41 +72,47 @@ class SeenAlert:
     event_time: datetime
 
 
-_ID_FIELD = re.compile(r'"(?:quote|trade)_id":"[^"]*",?')
+#: Kinds that change the values of quotes the tape has anyway (not which records exist).
+_CHANGES_QUOTES = frozenset({"spread_blowout", "price_jump", "flash_crash"})
 
 
-def _symbol_records(tape: Tape, symbol: str, lo_us: int, hi_us: int) -> set[tuple[int, str]]:
-    """The symbol's quotes and trades in [lo, hi), as they count for `first_evidence`.
+def _symbol_records(tape: Tape, symbol: str, lo_us: int, hi_us: int) -> set[tuple[int, int]]:
+    """The symbol's quotes and trades in [lo, hi) as (event time, kind).
 
-    A quote is (event time, payload without its id), a trade (event time, "trade"). A
-    trade's side, size and account are draws that extra trades in its minute shift to other
-    draws of the same law, which tells nothing; its existence and time do.
+    Values are left out: a price jump moves every later quote of the day (it fades out by
+    midnight), and extra trades in a minute redraw the side, size and account of its other
+    trades from the same law; neither says when the labeled anomaly first shows.
     """
-    out: set[tuple[int, str]] = set()
+    out: set[tuple[int, int]] = set()
     for batch in tape.batches(lo_us, hi_us):
-        for t, kind, key, value in zip(batch.times.tolist(), batch.kinds.tolist(), batch.keys,
-                                       batch.values, strict=True):
-            if key == symbol and kind == KIND_QUOTE:
-                out.add((t, _ID_FIELD.sub("", value)))
-            elif key == symbol and kind == KIND_TRADE:
-                out.add((t, "trade"))
+        for t, kind, key in zip(batch.times.tolist(), batch.kinds.tolist(), batch.keys,
+                                strict=True):
+            if key == symbol and kind in (KIND_QUOTE, KIND_TRADE):
+                out.add((t, kind))
     return out
 
 
 def first_evidence(labels: list[Label], labeled: Tape, clean: Tape) -> list[datetime | None]:
-    """Per label: event time of its symbol's first record that differs from the clean tape.
+    """Per label: event time of the first record of its symbol that shows it.
 
-    `clean` is the same seed without injections: the first quote withheld or changed, or
-    the first trade added or missing (see `_symbol_records`). None when nothing differs in
-    [start, end] (at least `EVIDENCE_WINDOW` long).
+    That is the first quote or trade, from the label's start on, that the labeled tape has
+    and `clean` (the same seed without injections) lacks, or the other way round: the first
+    withheld quote of a stale quote, the first extra trade of a volume burst, the injected
+    print of a fat finger or a crossed book. A spread blowout, price jump or flash crash
+    changes quotes that exist anyway: its first evidence is the first quote from its start
+    on. None when nothing shows in [start, end] (at least `EVIDENCE_WINDOW` long). A label
+    overlapping another of the same symbol may take the other's first evidence.
     """
     out: list[datetime | None] = []
     for lab in labels:
         # A jump or a one-off print has end == start; its effect shows from there on.
         lo, hi = to_us(lab.start), to_us(max(lab.end, lab.start + EVIDENCE_WINDOW)) + 1
-        differ = _symbol_records(labeled, lab.symbol, lo, hi) ^ _symbol_records(
-            clean, lab.symbol, lo, hi)
-        first = min((t for t, _ in differ), default=None)
+        mine = _symbol_records(labeled, lab.symbol, lo, hi)
+        if lab.kind in _CHANGES_QUOTES:
+            shown = [t for t, kind in mine if kind == KIND_QUOTE]
+        else:
+            shown = [t for t, _ in mine ^ _symbol_records(clean, lab.symbol, lo, hi)]
+        first = min(shown, default=None)
         out.append(None if first is None else _EPOCH + timedelta(microseconds=first))
     return out
 

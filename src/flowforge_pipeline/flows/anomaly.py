@@ -36,11 +36,13 @@ happened to be read in, so the alerts are a function of the events alone. `Align
 wraps the Kafka source: it reads no partition more than `ALIGN_SLACK` of event time ahead of
 the slowest one (record timestamps are event times) and, after each batch, hands the flow a
 `Progress` marker: every record still to come has an event time at or after its watermark
-(the least newest timestamp over the partitions; a partition with nothing more to read
-counts as `ALIGN_LATENESS` before the wall clock). The `order` step holds records back until
+(the least newest timestamp over the partitions; a partition with nothing more to read —
+`IDLE_POLLS` empty polls over `ALIGN_IDLE` — counts as `ALIGN_LATENESS` before the wall
+clock). The `order` step holds records back until
 the watermark passes them, then releases them sorted. Event-time delay is unchanged (alerts
 carry event time); live, a record waits until every partition has shown a later one (at the
-default rates a few hundred milliseconds, at most `ALIGN_LATENESS` when a partition idles).
+default rates a few hundred milliseconds; about `ALIGN_IDLE` + `ALIGN_LATENESS` when a
+partition idles).
 Sources without markers (the evaluation's tape, tests) get the same watermark from the
 records: the least newest event time over the (topic, partition) pairs seen once both
 topics have been seen, and every held record is released at end of input.
@@ -447,6 +449,9 @@ def detect(
 ALIGN_SLACK = timedelta(seconds=30)
 #: A partition with nothing more to read counts as this far behind the wall clock.
 ALIGN_LATENESS = timedelta(seconds=1)
+#: A partition has nothing more to read after this many empty polls over this long.
+IDLE_POLLS = 3
+ALIGN_IDLE = timedelta(seconds=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NEVER = -(2**62)
 
@@ -474,6 +479,20 @@ class _Alignment:
         self.drained: dict[str, bool] = {}
         self.emitted = _NEVER
 
+    def polled(self, part: str, got: int, now_us: int, state: list[int]) -> None:
+        """Note a poll of `part` that gave `got` records; `state` is [empty polls, last us].
+
+        An empty poll alone does not mean the partition has nothing more: the client may
+        not have fetched the next records yet. It counts as drained after `IDLE_POLLS`
+        empty polls in a row spanning `ALIGN_IDLE` of wall time.
+        """
+        if got:
+            state[0], state[1] = 0, now_us
+        else:
+            state[0] += 1
+        self.drained[part] = state[0] >= IDLE_POLLS and now_us - state[1] >= _us(
+            _EPOCH + ALIGN_IDLE)
+
     def watermark(self, now_us: int) -> int:
         """The least event time any partition may still deliver."""
         floor = now_us - self.lateness_us
@@ -492,6 +511,7 @@ class _AlignedPartition(StatefulSourcePartition[Any, Any]):
                  shared: _Alignment) -> None:
         self._inner, self._key, self._shared = inner, key, shared
         self._waiting = False
+        self._idle = [0, time.time_ns() // 1000]
         shared.newest[key] = _NEVER
         shared.drained[key] = False
 
@@ -507,7 +527,7 @@ class _AlignedPartition(StatefulSourcePartition[Any, Any]):
                 shared.drained[key] = True
                 shared.newest[key] = 2**62  # never holds the others back again
                 raise
-            shared.drained[key] = not batch
+            shared.polled(key, len(batch), now_us, self._idle)
             for item in reversed(batch):  # the newest timestamp is on the last message
                 msg = item.msg if isinstance(item, KafkaError) else item
                 stamp = getattr(msg, "timestamp", None)
