@@ -557,7 +557,9 @@ class AlignedSource(FixedPartitionedSource[Any, Any]):
 
     No partition reads more than `slack` of event time (record timestamps) past the slowest
     one, so records held back for ordering stay few; after a batch that advances the
-    watermark, a `Progress` marker follows it. One alignment per worker process.
+    watermark, a `Progress` marker follows it. One alignment per worker process, so the
+    markers speak for every partition only when one worker reads them all, as `up` runs
+    the flow; with several workers the `order` step would need the least of their marks.
     """
 
     def __init__(self, inner: FixedPartitionedSource[Any, Any], *,
