@@ -434,3 +434,17 @@ def test_client_leaving_a_formatted_stream_cancels_the_query(
     while request(server, check.encode())[2] != b"0\n":
         assert time.monotonic() < deadline, "the query kept running after the client left"
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("wait", ["0", "1"])
+def test_failed_query_leaves_nothing_for_the_next_one(
+    server: ClickHouseHTTPServer, wait: str
+) -> None:
+    """The engine keeps a failed query's closed document for the next query on the connection."""
+    session = {"session_id": uuid.uuid4().hex, "wait_end_of_query": wait}
+    status, _, _ = request(server, b"SELECT throwIf(1) AS boom FORMAT JSON", params=session)
+    assert status == 500
+    for sql in (b"SELECT 7 AS x FORMAT JSONCompact", b"SELECT 8 AS x FORMAT JSONCompact"):
+        status, _, body = request(server, sql, params=session)
+        assert status == 200 and b"boom" not in body, body
+        assert json.loads(body)["data"] == [[int(sql[7:8])]]

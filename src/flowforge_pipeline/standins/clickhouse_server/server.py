@@ -849,10 +849,7 @@ class _Request:
         fmt = stmt.output_format or self.params.get("default_format") or "TabSeparated"
         wait = self.params.get("wait_end_of_query") in ("1", "true")
         if not returns_rows:
-            try:
-                result = conn.raw.query(sql, fmt, params=self.query_params)
-            except Exception as exc:
-                raise from_engine(exc) from exc
+            result = conn.query(sql, fmt, self.query_params)
             if stmt.first_word == "USE":
                 conn.refresh_database()
             self.summary.add_result(result)
@@ -879,10 +876,7 @@ class _Request:
             and self._stream_formatted(conn, sql, stmt, fmt, content_type)
         ):
             return
-        try:
-            result = conn.raw.query(sql, fmt, params=self.query_params)
-        except Exception as exc:
-            raise from_engine(exc) from exc
+        result = conn.query(sql, fmt, self.query_params)
         self.summary.add_result(result)
         self.response.headers.append(("X-ClickHouse-Summary", self.summary.header()))
         self.response.send_whole(200, bytes(result.bytes()), content_type)
@@ -903,10 +897,7 @@ class _Request:
         answer = schema.get(key)
         if answer is None:
             generation = schema.generation
-            try:
-                result = conn.raw.query(sql, fmt, params=self.query_params)
-            except Exception as exc:
-                raise from_engine(exc) from exc
+            result = conn.query(sql, fmt, self.query_params)
             answer = Answer(
                 bytes(result.bytes()),
                 int(result.storage_rows_read()),
@@ -994,8 +985,7 @@ class _Request:
                 # After a failure chdb may write the unfinished document only while the
                 # connection's next query starts, opening the path again: that must still be
                 # this pipe (whose output is discarded), never a later request's.
-                with contextlib.suppress(Exception):
-                    conn.raw.query("SELECT 1", "TabSeparated", params={})
+                conn.flush_failed()
             finally:
                 os.close(write_fd)
 

@@ -52,10 +52,32 @@ class EngineConnection:
 
     def run(self, sql: str) -> Any:
         """Run a statement whose result the server does not return."""
+        return self.query(sql, "TabSeparated", {})
+
+    def query(self, sql: str, fmt: str, params: dict[str, str]) -> Any:
+        """Run a statement and return the engine's whole result.
+
+        Raises:
+            ClickHouseError: the engine's error.
+
+        """
         try:
-            return self.raw.query(sql, "TabSeparated", params={})
+            return self.raw.query(sql, fmt, params=params)
         except Exception as exc:
+            self.flush_failed()
             raise from_engine(exc) from exc
+
+    def flush_failed(self) -> None:
+        """Discard what a failed query left behind on this connection.
+
+        chdb keeps the output a failed query had begun (a JSON document closed as if it had
+        finished, for one) and puts it in front of the next result on the same connection,
+        or writes it into the next query's output file; one throwaway query takes it.
+        """
+        try:
+            self.raw.query("SELECT 1", "TabSeparated", params={})
+        except Exception:  # noqa: S110 - the original error is what the client gets
+            pass
 
     def use(self, database: str) -> None:
         """Switch the connection's current database."""
