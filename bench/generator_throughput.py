@@ -9,6 +9,16 @@ the variants: 0 is one process, N >= 2 is N processes taking turns (`generate --
 Each figure runs in its own process; CPU seconds of the generator (all its processes) and
 of the broker are printed beside it (with workers, the parent's only: the processes taking
 turns are not its children), steadier than wall time on a shared machine.
+The default-rate variant backfills 6 event hours (1.3M records): a backfill is hours to days
+of data, and a short range mostly measures the fixed cost of starting a producer, creating
+topics and waiting for the last acknowledgement (60 min at the default rates, 218k records,
+showed ~130k events/s where 6 hours showed ~236k on the same quiet machine).
+Real time: pacing accuracy is the wall time the run took against the event time it covered
+(the generator's own doing); the counts achieved against the configured rates also carry the
+tape's randomness (clustered arrivals, the time-of-day activity profile), which over 60 s at
+10 trades/s is several percent by design (and 1-3 % at 200 trades/s), so the counts are
+printed beside the pacing without a target, with the tape's mean rates over the whole
+backfill range, where that randomness averages out.
 """
 
 from __future__ import annotations
@@ -83,7 +93,7 @@ def _null_sink() -> Sink:
 
 
 def backfill(settings: Settings | None, tps: float, qps: float, minutes: int, workers: int) -> str:
-    """One backfill; returns `records seconds cpu-seconds`."""
+    """One backfill; returns `records seconds cpu-seconds trades quotes`."""
     tape = Tape(load_instruments(), 42, tps, qps)
     end = START + minutes * 60_000_000
     cpu0 = _cpu()
@@ -96,7 +106,8 @@ def backfill(settings: Settings | None, tps: float, qps: float, minutes: int, wo
         counts = pump(tape.batches(START, end), sink, START, None, 5000)
     sink.close()
     elapsed = time.perf_counter() - t0
-    return f"{counts.total} {elapsed} {_cpu() - cpu0}"
+    kinds = counts.by_kind
+    return f"{counts.total} {elapsed} {_cpu() - cpu0} {kinds['trades']} {kinds['quotes']}"
 
 
 def _cpu() -> float:
@@ -105,8 +116,11 @@ def _cpu() -> float:
     return float(t.user + t.system)
 
 
-def one_figure(args: list[str], broker_pid: int | None) -> tuple[int, float, float, float]:
-    """Run one backfill in its own process: (records, seconds, generator cpu-s, broker cpu-s)."""
+def one_figure(
+    args: list[str], broker_pid: int | None
+) -> tuple[int, float, float, float, int, int]:
+    """One backfill in its own process: records, seconds, generator and broker cpu-s, trades,
+    quotes."""
     b = psutil.Process(broker_pid) if broker_pid else None
     b0 = sum(b.cpu_times()[:2]) if b else 0.0
     out = subprocess.run(
@@ -116,12 +130,12 @@ def one_figure(args: list[str], broker_pid: int | None) -> tuple[int, float, flo
     lines = out.stdout.strip().splitlines()
     if out.returncode or not lines:
         raise RuntimeError(f"backfill {args} failed: {out.stderr.strip()[-500:]}")
-    n, seconds, cpu = lines[-1].split()
-    return int(n), float(seconds), float(cpu), broker_cpu
+    n, seconds, cpu, trades, quotes = lines[-1].split()
+    return int(n), float(seconds), float(cpu), broker_cpu, int(trades), int(quotes)
 
 
-def realtime(settings: Settings, tps: float, qps: float, seconds: float) -> float:
-    """Real-time pacing into Kafka; returns the largest rate deviation in percent."""
+def realtime(settings: Settings, tps: float, qps: float, seconds: float) -> tuple[float, float]:
+    """Real-time pacing into Kafka: (pacing error %, largest count deviation %), both absolute."""
     tape = Tape(load_instruments(), 42, tps, qps)
     sink = KafkaSink(settings)
     start = to_us(datetime.now(UTC))
@@ -130,6 +144,7 @@ def realtime(settings: Settings, tps: float, qps: float, seconds: float) -> floa
     pump(tape.batches(start, start + int(seconds * 1e6)), sink, start, 1.0, 1000, counts)
     sink.close()
     wall = time.perf_counter() - wall0
+    pacing = 100 * (wall - seconds) / seconds
     trades = (counts.by_kind["trades"] + counts.by_kind["heartbeats"]) / wall
     quotes = counts.by_kind["quotes"] / wall
     # Heartbeats share the trades topic; the configured rate is of trades alone.
@@ -137,18 +152,18 @@ def realtime(settings: Settings, tps: float, qps: float, seconds: float) -> floa
     dt, dq = 100 * (trades_only - tps) / tps, 100 * (quotes - qps) / qps
     print(
         f"real time {seconds:g} s at {tps:g} trades/s + {qps:g} quotes/s: wall {wall:.3f} s "
-        f"(pacing error {100 * (wall - seconds) / seconds:+.2f} %), achieved "
+        f"(pacing error {pacing:+.2f} %), achieved "
         f"{trades_only:.1f} trades/s ({dt:+.2f} %), {quotes:.1f} quotes/s ({dq:+.2f} %); "
         f"trades topic incl. heartbeats {trades:.1f}/s",
         flush=True,
     )
-    return max(abs(dt), abs(dq))
+    return abs(pacing), max(abs(dt), abs(dq))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--minutes", type=int, default=60, help="event minutes at 10 + 50 /s (0: skip)"
+        "--minutes", type=int, default=360, help="event minutes at 10 + 50 /s (0: skip)"
     )
     parser.add_argument(
         "--high-minutes", type=int, default=2, help="event minutes at 1000 + 5000 /s (0: skip)"
@@ -180,7 +195,7 @@ def main() -> None:
                 for workers in args.workers.split(","):
                     rates = []
                     for _ in range(args.repeat):
-                        n, secs, cpu, bcpu = one_figure(
+                        n, secs, cpu, bcpu, trades, quotes = one_figure(
                             [servers, str(tps), str(qps), str(minutes), workers],
                             proc.pid if sink == "kafka" else None,
                         )
@@ -195,6 +210,23 @@ def main() -> None:
                             flush=True,
                         )
                     best = max(rates)
+                    if workers == args.workers.split(",")[0]:
+                        span = minutes * 60
+                        dev = max(abs(trades / span / tps - 1), abs(quotes / span / qps - 1))
+                        print(
+                            f"tape over {minutes} event min: {trades / span:.2f} trades/s, "
+                            f"{quotes / span:.2f} quotes/s ({100 * dev:.2f} % from the "
+                            "configured rates at worst)",
+                            flush=True,
+                        )
+                        figures.append(
+                            Figure(
+                                f"mean rates of the tape over {minutes} event minutes against "
+                                f"the configured {tps:g} trades/s + {qps:g} quotes/s (worst)",
+                                round(100 * dev, 2),
+                                "%",
+                            )
+                        )
                     into = sink == "kafka"
                     figures.append(
                         Figure(
@@ -209,15 +241,23 @@ def main() -> None:
                     )
         if args.realtime_seconds:
             for tps, qps in ((10, 50), (200, 1000)):
-                dev = realtime(settings, tps, qps, args.realtime_seconds)
+                pacing, dev = realtime(settings, tps, qps, args.realtime_seconds)
+                label = f"over {args.realtime_seconds:g} s at {tps:g} trades/s + {qps:g} quotes/s"
                 figures.append(
                     Figure(
-                        f"real-time rate deviation over {args.realtime_seconds:g} s at "
-                        f"{tps:g} trades/s + {qps:g} quotes/s (worst of the two)",
-                        round(dev, 2),
+                        f"real-time pacing error {label}",
+                        round(pacing, 2),
                         "%",
                         f"within {TARGET_REALTIME_PERCENT:g} %",
-                        dev <= TARGET_REALTIME_PERCENT,
+                        pacing <= TARGET_REALTIME_PERCENT,
+                    )
+                )
+                figures.append(
+                    Figure(
+                        f"real-time counts against the configured rates {label} (worst of "
+                        "trades and quotes; carries the arrival process's own randomness)",
+                        round(dev, 2),
+                        "%",
                     )
                 )
     finally:

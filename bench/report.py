@@ -52,7 +52,7 @@ class Bench:
 
 PLAN: tuple[Bench, ...] = (
     Bench("generator_throughput",
-          ("--minutes", "20", "--realtime-seconds", "30", "--workers", "0"), 240,
+          ("--realtime-seconds", "30", "--workers", "0"), 240,
           "generator backfill throughput and real-time rate accuracy"),
     Bench("clickhouse_http", (), 240,
           "embedded ClickHouse over HTTP versus in-process chdb"),
