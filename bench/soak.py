@@ -22,14 +22,7 @@ Checks, after the warm-up (`--warmup-minutes`, default 5):
     failures; lines from the start-up are listed apart);
   * every process still running at the end.
 
-`--broker-storage` is the broker's LOCAL_KAFKA_STORAGE (default `memory`, the stack's
-default): with `memory` the broker's memory grows with every record it keeps, by design; with
-`disk` it stays level, but tansu 0.6's object-store engine lists a partition's objects on
-every fetch, and in a 30-minute run at these rates every flow fell behind from ~20 minutes on
-(bench/results/soak_broker_disk.json).
-
-Run: .venv/bin/python bench/soak.py [--minutes 30] [--broker-storage disk|memory]
-     [--json bench/results/soak.json]
+Run: .venv/bin/python bench/soak.py [--minutes 30] [--json bench/results/soak.json]
 """
 
 from __future__ import annotations
@@ -186,8 +179,6 @@ def main() -> int:
     parser.add_argument("--max-growth", type=float, default=0.10)
     parser.add_argument("--max-lag-seconds", type=float, default=10.0)
     parser.add_argument("--airflow", action="store_true", help="run Airflow too")
-    parser.add_argument("--broker-storage", choices=("disk", "memory"), default="memory",
-                        help="LOCAL_KAFKA_STORAGE of the stack's broker")
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
     add_json_option(parser)
     args = parser.parse_args()
@@ -200,7 +191,7 @@ def main() -> int:
         FLOWFORGE_STATE_DIR=str(state), LOCAL_KAFKA_PORT=free_port(),
         LOCAL_CLICKHOUSE_PORT=free_port(), LOCAL_POSTGRES_PORT=free_port(),
         LOCAL_REDIS_PORT=free_port(), LOCAL_AIRFLOW_PORT=free_port(),
-        LOCAL_FLOW_METRICS_PORT=free_port(), LOCAL_KAFKA_STORAGE=args.broker_storage,
+        LOCAL_FLOW_METRICS_PORT=free_port(),
     )
     rate = {"trades": args.trades_per_second, "quotes": args.quotes_per_second}
     options = UpOptions(generator_args=tuple(generate_argv(
@@ -307,7 +298,6 @@ def main() -> int:
             "warmup_minutes": args.warmup_minutes,
             "rates_per_second": rate,
             "airflow": args.airflow,
-            "broker_storage": args.broker_storage,
             "max_lag_records": worst_records,
             "lag_samples_missed": missed,
             "died": died,
@@ -338,11 +328,7 @@ def evaluate(
             continue
         growth = last / first - 1
         peak = max(y for x, y in pts if x >= w)
-        why = ""
-        if name == "broker":
-            why = (" (records in memory: grows with every record)"
-                   if args.broker_storage == "memory" else
-                   " (records on disk; tansu + object store + supervisor)")
+        why = " (the stand-in broker keeps every record in memory)" if name == "broker" else ""
         figures.append(Figure(
             f"memory growth after warm-up: {name} ({first:.0f} -> {last:.0f} MiB, peak "
             f"{peak:.0f}){why}", round(100 * growth, 1), "%", f"< {100 * args.max_growth:g}%",

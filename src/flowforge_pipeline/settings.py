@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -41,10 +40,6 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(default="", alias="KAFKA_BOOTSTRAP_SERVERS")
     kafka_topic_partitions: int = Field(default=3, ge=1, le=1024, alias="KAFKA_TOPIC_PARTITIONS")
     local_kafka_port: int = Field(default=19092, ge=1, le=65535, alias="LOCAL_KAFKA_PORT")
-    # records on disk in a local object store (memory stays flat) or in the broker's memory
-    local_kafka_storage: Literal["disk", "memory"] = Field(
-        default="memory", alias="LOCAL_KAFKA_STORAGE"
-    )
 
     # --- OLAP store
     clickhouse_url: SecretStr = Field(default=SecretStr(""), alias="CLICKHOUSE_URL")

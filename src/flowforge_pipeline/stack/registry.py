@@ -59,18 +59,15 @@ def _clickhouse_argv(settings: Settings, _: UpOptions) -> list[str]:
 COMPONENTS: tuple[Component, ...] = (
     Component(
         name="broker",
-        description="Kafka-protocol broker (tansu; records on disk or in memory)",
+        description="Kafka-protocol broker (tansu, memory storage)",
         stage="service",
         enabled=lambda s: s.kafka_is_local,
-        argv=lambda s, o: broker.component_argv(
-            s.local_kafka_port, s.local_kafka_storage, s.state_path / "data" / "broker",
-            s.state_path / "logs",
-        ),
+        argv=lambda s, o: broker.argv(s.local_kafka_port),
         ready=_broker_ready,
         port=lambda s: s.local_kafka_port,
         port_setting="LOCAL_KAFKA_PORT",
         url=lambda s: s.kafka_servers,
-        start_timeout=60,
+        start_timeout=30,
     ),
     Component(
         name="clickhouse",
