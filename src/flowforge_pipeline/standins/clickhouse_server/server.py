@@ -132,6 +132,8 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_SIZE = 1 << 20
 LOCK_FILE = ".flowforge-clickhouse.lock"
 _INSERT_APPEND = 1 << 20
+# How long a stop waits for just-accepted connections to reach their first request.
+_START_GRACE = 5.0
 # How much of a body's start is searched for where an INSERT's data begins (more on need).
 _SPLIT_WINDOW = 1 << 16
 _SERVER_NAME = socket.gethostname()
@@ -555,8 +557,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         """Disable Nagle: a response is one write, and waiting for an ACK costs ~40 ms."""
+        # The server counted this connection as starting when it accepted it; the count
+        # passes to its first request (begin_request) or ends with the connection (finish).
+        self.starting = True
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def finish(self) -> None:
+        """Close the connection; one that never counted a request in stops starting."""
+        try:
+            super().finish()
+        finally:
+            if self.starting:
+                self.starting = False
+                self.app.connection_started()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Access log at debug level: one line per request would drown the stack's logs."""
@@ -584,6 +598,9 @@ class Handler(BaseHTTPRequestHandler):
             "x-clickhouse-user, x-clickhouse-key, Authorization\r\n"
             "Access-Control-Max-Age: 86400\r\nContent-Length: 0\r\n\r\n"
         )
+        if self.starting:  # a preflight is no request to wait for
+            self.starting = False
+            self.app.connection_started()
         self._drain_body()
         self.connection.sendall(head.encode())
 
@@ -595,7 +612,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _dispatch(self) -> None:
-        if not self.app.begin_request():
+        first, self.starting = self.starting, False
+        if not self.app.begin_request(first):
             self.close_connection = True
             err = ClickHouseError("ABORTED", "Server is shutting down")
             err.code = 236
@@ -1152,6 +1170,14 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
     app: ClickHouseHTTPServer
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.app.connection_accepted()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.app.connection_started()
+            raise
+
 
 class ClickHouseHTTPServer:
     """The server: an engine and an HTTP listener, with a graceful stop."""
@@ -1169,6 +1195,7 @@ class ClickHouseHTTPServer:
         self.httpd.app = self
         self.stopping = False
         self._inflight = 0
+        self._starting = 0  # accepted connections whose first request is not counted in yet
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -1184,14 +1211,29 @@ class ClickHouseHTTPServer:
         """The address listened on."""
         return str(self.httpd.server_address[0])
 
-    def begin_request(self) -> bool:
+    def connection_accepted(self) -> None:
+        """Count a new connection as starting: its first request is about to be read."""
+        with self._cond:
+            self._starting += 1
+
+    def connection_started(self) -> None:
+        """A starting connection ended without a request."""
+        with self._cond:
+            self._starting -= 1
+            self._cond.notify_all()
+
+    def begin_request(self, first: bool = False) -> bool:
         """Count a request in; False once the engine is closed.
 
-        A request that reaches the server while it is stopping is still served: its
+        The first request of a connection also counts its connection out of the starting
+        ones. A request that reaches the server while it is stopping is still served: its
         connection was accepted before the listener closed, and the client is already
         sending (possibly a large insert) - refusing it would lose work the stop waits for.
         """
         with self._cond:
+            if first:
+                self._starting -= 1
+                self._cond.notify_all()
             if self._closed:
                 return False
             self._inflight += 1
@@ -1284,7 +1326,14 @@ class ClickHouseHTTPServer:
             self._serve_backlog()
             self.httpd.server_close()
             deadline = time.monotonic() + timeout
+            # A connection accepted just before the stop may not have reached its first
+            # request yet (its thread is still reading the request line): give such
+            # connections a short grace to be counted in, so the stop waits for their
+            # request instead of refusing it; one that sends nothing does not hold it longer.
+            grace = min(deadline, time.monotonic() + _START_GRACE)
             with self._cond:
+                while self._starting > 0 and time.monotonic() < grace:
+                    self._cond.wait(grace - time.monotonic())
                 while self._inflight > 0 and time.monotonic() < deadline:
                     self._cond.wait(deadline - time.monotonic())
             if self._thread is not None:
