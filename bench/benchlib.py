@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shlex
-import socket
 import sys
 import tempfile
 import time
@@ -104,10 +103,10 @@ def command() -> str:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on now."""
+    from flowforge_pipeline.stack import local
+
+    return local.free_ports(1)[0]
 
 
 def free_block(n: int) -> int:
@@ -138,10 +137,11 @@ def private_stack(prefix: str, **overrides: Any) -> tuple[Path, Any]:
 
     state = Path(tempfile.mkdtemp(prefix=prefix))
     state.chmod(0o755)
+    kafka, clickhouse, postgres, redis, airflow = local.free_ports(5)
     settings = Settings(**{
-        "FLOWFORGE_STATE_DIR": str(state), "LOCAL_KAFKA_PORT": free_port(),
-        "LOCAL_CLICKHOUSE_PORT": free_port(), "LOCAL_POSTGRES_PORT": free_port(),
-        "LOCAL_REDIS_PORT": free_port(), "LOCAL_AIRFLOW_PORT": free_port(),
+        "FLOWFORGE_STATE_DIR": str(state), "LOCAL_KAFKA_PORT": kafka,
+        "LOCAL_CLICKHOUSE_PORT": clickhouse, "LOCAL_POSTGRES_PORT": postgres,
+        "LOCAL_REDIS_PORT": redis, "LOCAL_AIRFLOW_PORT": airflow,
         "LOCAL_FLOW_METRICS_PORT": free_block(len(FLOW_NAMES)),
         **overrides,
     })

@@ -11,8 +11,9 @@ import psycopg
 import pytest
 import redis
 
-from fixtures.services import free_port, state_dir
+from fixtures.services import state_dir
 from flowforge_pipeline.settings import Settings
+from flowforge_pipeline.stack import local
 from flowforge_pipeline.stores import clickhouse
 
 pytestmark = pytest.mark.slow
@@ -41,13 +42,14 @@ def env():
             ("KAFKA_", "CLICKHOUSE_", "REDIS_", "LIVE_VIEWS_", "LOCAL_", "FLOWFORGE_")
         )
     }
+    kafka, ch, pg, redis_port, airflow = local.free_ports(5)
     env.update(
         FLOWFORGE_STATE_DIR=str(state),
-        LOCAL_KAFKA_PORT=str(free_port()),
-        LOCAL_CLICKHOUSE_PORT=str(free_port()),
-        LOCAL_POSTGRES_PORT=str(free_port()),
-        LOCAL_REDIS_PORT=str(free_port()),
-        LOCAL_AIRFLOW_PORT=str(free_port()),
+        LOCAL_KAFKA_PORT=str(kafka),
+        LOCAL_CLICKHOUSE_PORT=str(ch),
+        LOCAL_POSTGRES_PORT=str(pg),
+        LOCAL_REDIS_PORT=str(redis_port),
+        LOCAL_AIRFLOW_PORT=str(airflow),
     )
     yield env
     run(env, "down", check=False)
@@ -173,12 +175,13 @@ def test_a_port_in_use_names_the_port_and_the_setting_and_starts_nothing():
     busy.listen()
     port = busy.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_", "FLOWFORGE_"))}
+    kafka, ch, pg = local.free_ports(3)
     env.update(
         FLOWFORGE_STATE_DIR=str(state),
         LOCAL_REDIS_PORT=str(port),
-        LOCAL_KAFKA_PORT=str(free_port()),
-        LOCAL_CLICKHOUSE_PORT=str(free_port()),
-        LOCAL_POSTGRES_PORT=str(free_port()),
+        LOCAL_KAFKA_PORT=str(kafka),
+        LOCAL_CLICKHOUSE_PORT=str(ch),
+        LOCAL_POSTGRES_PORT=str(pg),
     )
     try:
         proc = run(env, "up", check=False)
@@ -197,3 +200,33 @@ def test_a_bad_setting_is_one_line_on_stderr():
         "error: invalid setting LOCAL_REDIS_PORT: Input should be a valid integer, "
         "unable to parse string as an integer"
     )
+
+
+def test_status_answers_when_something_silent_holds_a_store_port():
+    """A port taken by something that accepts and never answers (not the store) makes the
+    store unreachable in `status`, within seconds, instead of hanging the command."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    state = state_dir()
+    kafka, pg, redis_port = local.free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_", "FLOWFORGE_"))}
+    env.update(
+        FLOWFORGE_STATE_DIR=str(state),
+        CLICKHOUSE_URL=f"http://default:@127.0.0.1:{port}/flowforge",
+        LOCAL_KAFKA_PORT=str(kafka),
+        LOCAL_POSTGRES_PORT=str(pg),
+        LOCAL_REDIS_PORT=str(redis_port),
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "flowforge_pipeline.cli", "status", "--json"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        silent.close()
+    assert proc.returncode == 1, proc.stderr
+    fresh = json.loads(proc.stdout)["freshness"]
+    states = {f["state"] for f in fresh if f["store"] == "clickhouse"}
+    assert states == {"unreachable"}, fresh

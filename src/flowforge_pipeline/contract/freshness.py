@@ -51,7 +51,8 @@ def _aware(value: Any) -> datetime | None:
 def clickhouse_freshness(settings: Settings, now: datetime) -> list[dict[str, Any]]:
     """Newest write time of every ClickHouse table."""
     out = []
-    c = clickhouse.client(settings, database="")
+    # `status` must answer even when something that is not ClickHouse holds its port.
+    c = clickhouse.client(settings, database="", send_receive_timeout=10)
     try:
         live = clickhouse.table_columns(c, settings.clickhouse_database)
         for t in CLICKHOUSE_TABLES:

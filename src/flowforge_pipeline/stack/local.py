@@ -53,12 +53,28 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` different ports on 127.0.0.1 that nothing listens on now, for private stacks.
+
+    Each is held until all are chosen, so the kernel cannot hand out the same port twice.
+    """
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind((LOCALHOST, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def external_checks() -> dict[str, Callable[[Settings], None]]:
     """Reachability check per role, used when the role's URL is set."""
     from flowforge_pipeline.stores import clickhouse, kafka, postgres, redis
 
     def _ch(s: Settings) -> None:
-        clickhouse.client(s, database="").close()
+        # A reachability check answers in seconds, even from something silent on the port.
+        clickhouse.client(s, database="", send_receive_timeout=5).close()
 
     def _pg(s: Settings) -> None:
         postgres.connect(s).close()
