@@ -17,10 +17,9 @@ LABEL_KINDS = ("spread_blowout", "volume_burst", "price_jump", "fat_finger", "st
                "crossed_book")
 #: Targets this window does not meet (docs/anomaly.md has the full-day figures and why):
 #: spread recall 0.88; volume p95 23.6 s (with 30 detections p95 is the 2nd slowest); stale
-#: median 6.1 s and p95 19.4 s. Delays are from each label's first evidence in the tape.
+#: median 5.9 s (its p95, 14.3 s, is met). Delays are from each label's first evidence.
 NOT_MET = {("spread_blowout", "recall"), ("volume_burst", "p95_delay_from_evidence_s"),
-           ("stale_quote", "median_delay_from_evidence_s"),
-           ("stale_quote", "p95_delay_from_evidence_s")}
+           ("stale_quote", "median_delay_from_evidence_s")}
 TARGETS = (("recall", 0.9, 1), ("median_delay_from_evidence_s", 5.0, -1),
            ("p95_delay_from_evidence_s", 15.0, -1))
 

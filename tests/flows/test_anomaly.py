@@ -1,4 +1,5 @@
 import json
+import math
 import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,6 +107,52 @@ def test_trade_outside_a_fresh_quote_is_not_stale() -> None:
     )
     alerts, _, _ = _run(msgs)
     assert alerts == []
+
+
+def _calendar(close: str) -> anomaly.SessionCalendar:
+    """AAA and BBB trade 09:00 to `close` UTC (a reference equity with other hours)."""
+    import dataclasses
+
+    from flowforge_pipeline.generator.instruments import load_instruments
+
+    equity = next(i for i in load_instruments() if i.asset_class == "equity")
+    return anomaly.SessionCalendar(
+        dataclasses.replace(equity, symbol=s, session_timezone="UTC", session_open="09:00",
+                            session_close=close)
+        for s in ("AAA", "BBB"))
+
+
+def _frozen_without_trades(batch_size: int, close: str) -> list:
+    """AAA quotes every second for 55 s then freezes with no trade; BBB goes on to 300 s."""
+    aaa = [quote(i, at=timedelta(seconds=i)) for i in range(55)]
+    bbb = [quote(1000 + i, symbol="BBB", at=timedelta(seconds=i)) for i in range(300)]
+    bbb_trades = [trade(i, symbol="BBB", price=101.0, at=timedelta(seconds=i + 0.5))
+                  for i in range(300)]
+    msgs = sorted(messages("quotes", aaa + bbb) + messages("trades", bbb_trades),
+                  key=lambda m: json.loads(m.value)["event_time"])
+    alerts: list = []
+    flow = anomaly.build(TestingSource(msgs, batch_size=batch_size), TestingSink(alerts),
+                         TestingSink([]), TestingSink([]), symbols=SYMBOLS, limits=LIMITS,
+                         flush_size=10, max_wait=timedelta(seconds=1),
+                         calendar=_calendar(close))
+    run_main(flow)
+    return [json.loads(m.value) for m in alerts]
+
+
+def test_frozen_quote_with_no_trades_alerts_on_the_clock_once_the_silence_is_long() -> None:
+    # usual gap 1 s, sessions of 90 min: 5,400 quotes, ln 5400 + 2.5 = 11.1 gaps of silence
+    alerts = _frozen_without_trades(batch_size=1, close="10:30")
+    assert [(a["symbol"], a["alert_type"]) for a in alerts] == [("AAA", "stale_quote")]
+    limit = math.log(5400) + anomaly.Thresholds().stale_clock_margin
+    assert alerts[0]["event_time"].startswith("2024-03-04T10:01:05.")  # 54 s + 11.1 s
+    assert abs(alerts[0]["observed"] - limit) < 0.05  # the quote's age in seconds
+    # the event time is the crossing itself, however far apart the clock's ticks are
+    assert _frozen_without_trades(batch_size=97, close="10:30") == alerts
+
+
+def test_silence_after_the_session_closed_is_not_stale() -> None:
+    # the same quotes, but the session closes at 10:01, 6 s after AAA's last quote
+    assert _frozen_without_trades(batch_size=1, close="10:01") == []
 
 
 def _detect(quotes: list, trades: list, limits: anomaly.Thresholds = LIMITS) -> list:
@@ -230,7 +277,8 @@ def _alerts_of(source: Any) -> list[str]:
     alerts: list = []
     flow = anomaly.build(source, TestingSink(alerts), TestingSink([]), TestingSink([]),
                          symbols=frozenset(load_symbols()), limits=anomaly.Thresholds(),
-                         flush_size=100, max_wait=timedelta(seconds=1))
+                         flush_size=100, max_wait=timedelta(seconds=1),
+                         calendar=anomaly.reference_calendar())
     run_main(flow)
     return sorted(m.value.decode() for m in alerts)
 

@@ -193,6 +193,7 @@ def _run_flow(
         source, TestingSink(alerts), TestingSink(rows), TestingSink(dead),
         symbols=frozenset(i.symbol for i in instruments), limits=limits,
         flush_size=1000, max_wait=timedelta(seconds=1),
+        calendar=anomaly.SessionCalendar(instruments),
     )
     run_main(flow)  # type: ignore[no-untyped-call]
     seen = []

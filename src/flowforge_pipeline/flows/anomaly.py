@@ -18,6 +18,12 @@ the detector that it is normal. Alert types and what they watch:
   the quote is `stale_outside_gaps` gaps old) or inside it more often than usual
   (`stale_inside_weight` each), while a print at the touch counts against
   (`stale_touch_weight`). On a quiet symbol the prints decide long before the age alone.
+  With a `SessionCalendar`, the same evidence is also checked on the clock (`Tick`s from
+  the `order` step, so a freeze with no trade at all is seen): it alerts where the evidence
+  reaches ln(quotes in a session at the usual gap) + `stale_clock_margin`, counting the age
+  from the last quote or the session's open, and only while the session is open (a close
+  stops the quotes and is no alert). The alert's event time is that crossing, exact
+  whatever the ticks' spacing, so the alerts stay a function of the events.
 * `volume_burst`: a CUSUM of the symbol's trade arrivals, the log-likelihood ratio of a
   rate `volume_factor` x baseline against the baseline, alerts at `volume_cusum` +
   ln(baseline trades per second) (so a busy and a quiet symbol have alike false-alert
@@ -62,7 +68,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeGuard
 
 import bytewax.operators as op
@@ -136,6 +142,7 @@ class Thresholds:
     stale_outside_gaps: float = 2.0
     stale_inside_weight: float = 2.3
     stale_touch_weight: float = -1.0
+    stale_clock_margin: float = 2.5
     volume_factor: float = 5.0
     volume_min_trades: int = 4
     volume_cusum: float = 12.75
@@ -253,6 +260,7 @@ class SymbolDetector:
     minute_sq: float = 0.0
     minute_alerted: bool = False
     stale_evidence: float = 0.0
+    stale_clocked: bool = False
     recent_quotes: deque[datetime] = field(default_factory=deque)
     cusum: float = 0.0
     cusum_at: datetime | None = None
@@ -324,6 +332,7 @@ class SymbolDetector:
                 self.minute_sq += ret * ret
         self.last_quote, self.last_mid = quote, mid
         self.stale_evidence = 0.0
+        self.stale_clocked = False
         self.minute_quotes += 1
         recent = self.recent_quotes
         recent.append(quote.event_time)
@@ -354,6 +363,37 @@ class SymbolDetector:
         if quote.bid < price < quote.ask:
             return lim.stale_inside_weight
         return lim.stale_touch_weight
+
+    def stale_clock(self, now: datetime, calendar: SessionCalendar, symbol: str) -> list[Alert]:
+        """The stale check on the clock: every record of the symbol before `now` is in.
+
+        The evidence (age in usual gaps plus what the trades since the quote said) grows
+        with silence; the alert comes where it reaches ln(quotes per session at the usual
+        gap) + `stale_clock_margin`, the age counted from the quote or the session's open,
+        whichever is later, and only inside an open session. At most once per quote.
+        """
+        lim = self.limits
+        quote, gap = self.last_quote, self.quote_gap.mean
+        if (quote is None or self.stale_clocked or self.quote_gap.n < lim.warmup_quotes
+                or gap <= 0):
+            return []
+        session = calendar.session_seconds(symbol)
+        if session is None:
+            return []
+        limit = math.log(max(session / gap, 2.0)) + lim.stale_clock_margin
+        need = timedelta(seconds=max(limit - self.stale_evidence, 0.0) * gap)
+        for lo, hi in calendar.open_after(symbol, quote.event_time):
+            if lo >= now:
+                return []
+            since = max(quote.event_time, lo)
+            cross = since + need
+            if cross < hi:
+                if cross >= now:
+                    return []
+                self.stale_clocked = True
+                age = (cross - quote.event_time).total_seconds()
+                return self._emit("stale_quote", age, gap, limit * gap, cross, symbol)
+        return []
 
     def on_trade(self, trade: Trade) -> list[Alert]:
         """Stale-quote, fat-finger and volume checks on a trade."""
@@ -430,14 +470,75 @@ class SymbolDetector:
         return observed, rate * 60.0, m * rate * 60.0
 
 
+@dataclass(frozen=True)
+class Tick:
+    """From the `order` step: every record of `symbol` before `event_time` has been released."""
+
+    symbol: str
+    event_time: datetime
+
+
+class SessionCalendar:
+    """When each symbol's session is open (UTC), from the instrument reference.
+
+    `instruments`: objects with `symbol`, `session_minutes` and `sessions_utc(day)` (the
+    generator's `Instrument`). Pieces of one session split at UTC midnight are joined.
+    """
+
+    def __init__(self, instruments: Iterable[Any]) -> None:
+        self._inst = {i.symbol: i for i in instruments}
+        self._days: dict[tuple[str, int], list[tuple[datetime, datetime]]] = {}
+
+    def knows(self, symbol: str) -> bool:
+        """Whether the calendar has `symbol`'s sessions."""
+        return symbol in self._inst
+
+    def session_seconds(self, symbol: str) -> float | None:
+        """Length of one session of `symbol`; None for a symbol the calendar lacks."""
+        inst = self._inst.get(symbol)
+        return None if inst is None else float(inst.session_minutes * 60)
+
+    def _pieces(self, symbol: str, ordinal: int) -> list[tuple[datetime, datetime]]:
+        key = (symbol, ordinal)
+        got = self._days.get(key)
+        if got is None:
+            day = date.fromordinal(ordinal)
+            midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            got = [(midnight + timedelta(minutes=lo), midnight + timedelta(minutes=hi))
+                   for lo, hi, _ in self._inst[symbol].sessions_utc(day)]
+            self._days[key] = got
+        return got
+
+    def open_after(self, symbol: str, at: datetime) -> list[tuple[datetime, datetime]]:
+        """Open spans [lo, hi) of `symbol` that end after `at`, through the next UTC day."""
+        day = at.astimezone(UTC).date().toordinal()
+        spans: list[tuple[datetime, datetime]] = []
+        for ordinal in (day - 1, day, day + 1):
+            for lo, hi in self._pieces(symbol, ordinal):
+                if spans and spans[-1][1] >= lo:
+                    spans[-1] = (spans[-1][0], max(spans[-1][1], hi))
+                else:
+                    spans.append((lo, hi))
+        return [(lo, hi) for lo, hi in spans if hi > at]
+
+
 Observation = Trade | Quote | CrossedQuote
 
 
 def detect(
-    state: SymbolDetector | None, record: Observation, limits: Thresholds
-) -> tuple[SymbolDetector, list[Alert]]:
-    """Stateful step per symbol: run the detectors the record concerns."""
+    state: SymbolDetector | None, record: Observation | Tick, limits: Thresholds,
+    calendar: SessionCalendar | None = None,
+) -> tuple[SymbolDetector | None, list[Alert]]:
+    """Stateful step per symbol: the clocked stale check up to the record, then its own."""
+    if isinstance(record, Tick):
+        if state is None or calendar is None:
+            return state, []
+        return state, state.stale_clock(record.event_time, calendar, record.symbol)
     detector = state or SymbolDetector(limits)
+    if calendar is not None:
+        early = detector.stale_clock(record.event_time, calendar, record.symbol)
+        if early:
+            return detector, early + detect(detector, record, limits)[1]
     if isinstance(record, Quote):
         return detector, detector.on_quote(record)
     if isinstance(record, CrossedQuote):
@@ -632,7 +733,11 @@ Held = tuple[int, int, int, int, int, Any]  # (event us, rank, partition, offset
 OrderState = tuple[list[Held], dict[tuple[str, int], int], int | None, int]
 
 
-class EventOrder(StatefulBatchLogic[list[Arrival], list[tuple[str, list[Observation]]],
+#: Least event time between two rounds of `Tick`s (an alert's event time does not depend on it).
+TICK_EVERY_US = 1_000_000
+
+
+class EventOrder(StatefulBatchLogic[list[Arrival], list[tuple[str, list[Observation | Tick]]],
                                     OrderState]):
     """Releases records in event-time order once no partition can still deliver an earlier one.
 
@@ -641,20 +746,25 @@ class EventOrder(StatefulBatchLogic[list[Arrival], list[tuple[str, list[Observat
     marker's or, with no markers, the least newest event time over the (topic, partition)
     pairs seen so far (each is in event-time order), once both topics have been seen.
     Heartbeats only move the watermark. A record behind what was already released (out of
-    order within its own partition) goes out with the next release.
+    order within its own partition) goes out with the next release. After a release that
+    moved the watermark by at least `TICK_EVERY_US`, every symbol of `tick_symbols` gets a
+    `Tick` at the watermark after its records (the clock of the stale check).
     """
 
-    def __init__(self, quotes_topic: str, resume: OrderState | None = None) -> None:
+    def __init__(self, quotes_topic: str, resume: OrderState | None = None,
+                 tick_symbols: Iterable[str] = ()) -> None:
         self.quotes_topic = quotes_topic
+        self.tick_symbols = sorted(tick_symbols)
+        self.ticked = _NEVER  # not in the snapshot: a restart only ticks once more
         heap, newest, marked, seq = resume or ([], {}, None, 0)
         self.heap = list(heap)
         self.newest = dict(newest)
         self.marked = marked
         self.seq = seq  # arrival count: the last tie-break, for records without an origin
 
-    def _release(self, upto: int | None) -> list[tuple[str, list[Observation]]]:
+    def _release(self, upto: int | None) -> list[tuple[str, list[Observation | Tick]]]:
         heap = self.heap
-        groups: dict[str, list[Observation]] = {}
+        groups: dict[str, list[Observation | Tick]] = {}
         while heap and (upto is None or heap[0][0] < upto):
             record = heapq.heappop(heap)[5]
             group = groups.get(record.symbol)
@@ -662,11 +772,16 @@ class EventOrder(StatefulBatchLogic[list[Arrival], list[tuple[str, list[Observat
                 groups[record.symbol] = [record]
             else:
                 group.append(record)
+        if upto is not None and self.tick_symbols and upto >= self.ticked + TICK_EVERY_US:
+            self.ticked = upto
+            at = _EPOCH + timedelta(microseconds=upto)
+            for symbol in self.tick_symbols:
+                groups.setdefault(symbol, []).append(Tick(symbol, at))
         return list(groups.items())
 
     def on_batch(
         self, values: list[list[Arrival]]
-    ) -> tuple[Iterable[list[tuple[str, list[Observation]]]], bool]:
+    ) -> tuple[Iterable[list[tuple[str, list[Observation | Tick]]]], bool]:
         """Hold the batch's records, release what the watermark has passed, grouped by symbol."""
         heap, newest, quotes_topic = self.heap, self.newest, self.quotes_topic
         for records in values:
@@ -691,7 +806,7 @@ class EventOrder(StatefulBatchLogic[list[Arrival], list[tuple[str, list[Observat
         released = self._release(upto)
         return ([released] if released else []), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[list[tuple[str, list[Observation]]]], bool]:
+    def on_eof(self) -> tuple[Iterable[list[tuple[str, list[Observation | Tick]]]], bool]:
         """End of input: nothing earlier can come, release everything held."""
         released = self._release(None)
         return ([released] if released else []), StatefulBatchLogic.RETAIN
@@ -702,12 +817,13 @@ class EventOrder(StatefulBatchLogic[list[Arrival], list[tuple[str, list[Observat
 
 
 def detect_batch(
-    state: SymbolDetector | None, records: list[Observation], limits: Thresholds,
+    state: SymbolDetector | None, records: list[Observation | Tick], limits: Thresholds,
+    calendar: SessionCalendar | None = None,
 ) -> tuple[SymbolDetector | None, list[Alert]]:
     """Stateful step per symbol: `detect` over the symbol's records of one release."""
     alerts: list[Alert] = []
     for record in records:
-        state, found = detect(state, record, limits)
+        state, found = detect(state, record, limits, calendar)
         alerts.extend(found)
     return state, alerts
 
@@ -738,8 +854,14 @@ def build(
     flush_size: int,
     max_wait: timedelta,
     quotes_topic: str = QUOTES_TOPIC.name,
+    calendar: SessionCalendar | None = None,
 ) -> Dataflow:
-    """Wire the anomaly flow between any source and sinks (evaluation passes in-memory ones)."""
+    """Wire the anomaly flow between any source and sinks (evaluation passes in-memory ones).
+
+    With a `calendar`, the stale check also runs on the clock of the `order` step for the
+    calendar's symbols among `symbols` (without one, only on the symbol's own records).
+    """
+    ticked = [] if calendar is None else [s for s in symbols if calendar.knows(s)]
     flow = Dataflow(FLOW)
     items = op.input("kafka_in", flow, source)
     parsed: Stream[Any] = op.flat_map_batch(
@@ -750,11 +872,12 @@ def build(
     op.output("dlq_out", split.trues, dlq_sink)
     arrivals: KeyedStream[list[Arrival]] = split.falses
     ordered = op.stateful_batch(
-        "order", arrivals, lambda resume: EventOrder(quotes_topic, resume)
+        "order", arrivals, lambda resume: EventOrder(quotes_topic, resume, ticked)
     )
-    # ("all", [(symbol, [Trade | Quote | CrossedQuote, ...]), ...]) in event-time order
-    keyed: KeyedStream[list[Observation]] = op.flat_map("by_symbol", ordered, lambda kv: kv[1])
-    found = op.stateful_map("detect", keyed, lambda s, r: detect_batch(s, r, limits))
+    # ("all", [(symbol, [Trade | Quote | CrossedQuote | Tick, ...]), ...]) in event-time order
+    keyed: KeyedStream[list[Observation | Tick]] = op.flat_map(
+        "by_symbol", ordered, lambda kv: kv[1])
+    found = op.stateful_map("detect", keyed, lambda s, r: detect_batch(s, r, limits, calendar))
     # (symbol, [Alert, ...])
     alerts = op.flat_map("alerts", found, lambda kv: kv[1])
     # Alert
@@ -779,7 +902,15 @@ def from_settings(
         limits=Thresholds.from_settings(settings),
         flush_size=settings.sink_flush_size,
         max_wait=timedelta(seconds=settings.sink_flush_wait_seconds),
+        calendar=reference_calendar(),
     )
+
+
+def reference_calendar() -> SessionCalendar:
+    """Sessions from the instrument reference file the generator also uses."""
+    from flowforge_pipeline.generator.instruments import load_instruments
+
+    return SessionCalendar(load_instruments())
 
 
 def __getattr__(name: str) -> Dataflow:
