@@ -75,3 +75,41 @@ def test_wrong_url_fails_at_start_naming_role_and_url(stack_settings: Settings) 
     bad = stack_settings.model_copy(update={"local_clickhouse_port": 1})
     with pytest.raises(ClickHouseUnavailable, match=r"clickhouse at http://default@127\.0\.0\.1:1"):
         ClickHouseSink(bad, "test", [TRADES_SPEC]).build("out", 0, 1)
+
+
+_FIRST_WRITE = """
+import sys, psutil
+from datetime import UTC, datetime
+from flowforge_pipeline.flows.raw_sink import TRADES_SPEC
+from flowforge_pipeline.settings import Settings
+from flowforge_pipeline.sinks.clickhouse import ClickHouseSink, RowBatch
+part = ClickHouseSink(Settings(), "test", [TRADES_SPEC]).build("out", 0, 1)
+proc = psutil.Process()
+before = proc.memory_info().rss
+t = datetime(2023, 5, 2, tzinfo=UTC)
+part.write_batch([RowBatch("raw_trades", [(sys.argv[1], "AAPL", 1.0, 1.0, "buy", "a", "XNAS",
+                                           t, 990, 0)])])
+print(before, proc.memory_info().rss)
+part.close()
+"""
+
+
+def test_a_writer_is_at_its_working_memory_once_built(stack_settings: Settings) -> None:
+    """clickhouse-connect loads numpy/pandas/pyarrow on its first insert (~80 MiB): the sink
+    loads them when built, so a flow whose first row comes late (the anomaly flow's first
+    alert) neither waits for imports then nor shows a memory step mid-run."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_", "CLICKHOUSE_"))}
+    env.update(
+        LOCAL_CLICKHOUSE_PORT=str(stack_settings.local_clickhouse_port),
+        LOCAL_REDIS_PORT=str(stack_settings.local_redis_port),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_WRITE, uuid.uuid4().hex],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )
+    before, after = map(int, out.stdout.split())
+    assert after - before < 20 * 2**20, (before, after)

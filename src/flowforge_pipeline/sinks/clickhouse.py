@@ -221,6 +221,7 @@ class _ClickHousePartition(StatelessSinkPartition[RowBatch]):
         self._flow = flow
         self._specs = specs
         self._ch = ch_store.client(settings, compress=False)
+        ch_store.load_insert_path()
         self._redis = redis_store.client(settings)
         self._marks = {name: stored_positions(self._ch, spec) for name, spec in specs.items()}
 

@@ -15,6 +15,20 @@ class ClickHouseUnavailable(RuntimeError):
     """ClickHouse did not answer; the message names the URL with the password masked."""
 
 
+def load_insert_path() -> None:
+    """Load what clickhouse-connect imports on its first insert (numpy, pandas, pyarrow).
+
+    It resolves them lazily, so a writer's first insert pays ~80 MiB and about a second of
+    imports: a flow whose first row comes minutes after start (the anomaly flow's first alert)
+    would delay that row and show the step as memory growth. A long-running writer calls this
+    when it connects, so its memory is at its working level from the start.
+    """
+    from clickhouse_connect.driver import options
+
+    for name in ("np", "pd", "arrow"):
+        getattr(options, name)
+
+
 def client(settings: Settings, *, database: str | None = None, **kwargs: Any) -> Client:
     """A connected client; `database=""` connects without selecting the pipeline database.
 
