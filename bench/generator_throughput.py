@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ from flowforge_pipeline.generator.producer import KafkaSink, NullSink  # noqa: E
 from flowforge_pipeline.generator.tape import Tape, to_us  # noqa: E402
 from flowforge_pipeline.settings import Settings  # noqa: E402
 from flowforge_pipeline.standins.broker import argv as broker_argv  # noqa: E402
+from flowforge_pipeline.standins.broker import wait_listening  # noqa: E402
 
 START = to_us(datetime(2026, 11, 25, 14, 30, tzinfo=UTC))
 TARGET_EVENTS_PER_SECOND = 200_000
@@ -67,25 +67,6 @@ def broker() -> tuple[subprocess.Popen[bytes], Settings]:
         proc.wait()
         raise
     return proc, settings
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Return once 127.0.0.1:`port` accepts TCP connections; raise if `proc` exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"broker exited with code {proc.returncode} before listening"
-                ) from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"broker not listening on port {port} after {timeout:g} s"
-                ) from None
-            time.sleep(0.05)
 
 
 def _null_sink() -> Sink:

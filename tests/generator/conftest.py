@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,16 +16,16 @@ from confluent_kafka.admin import AdminClient
 from flowforge_pipeline.generator.instruments import load_instruments
 from flowforge_pipeline.generator.tape import Tape, iso_times, to_us
 from flowforge_pipeline.settings import Settings
+from flowforge_pipeline.stack import local
 from flowforge_pipeline.standins.broker import argv as broker_argv
+from flowforge_pipeline.standins.broker import wait_listening
 
 #: A Wednesday: every session instrument trades.
 TRADING_DAY = datetime(2026, 11, 25, tzinfo=UTC)
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return local.free_ports(1)[0]
 
 
 @contextmanager
@@ -44,15 +42,7 @@ def running_broker(partitions: int = 2) -> Iterator[Settings]:
     )
     try:
         # A client only once the port listens: librdkafka logs every refused connection.
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
+        wait_listening(port, proc)
         AdminClient({"bootstrap.servers": settings.kafka_servers}).list_topics(timeout=10)
         yield settings
     finally:

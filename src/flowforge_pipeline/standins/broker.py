@@ -7,6 +7,9 @@ generator is seeded, so a run can be replayed (DESIGN.md).
 from __future__ import annotations
 
 import importlib.util
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 from flowforge_pipeline.settings import LOCALHOST
@@ -33,3 +36,22 @@ def argv(port: int) -> list[str]:
         "--storage-engine",
         "memory://tansu/",
     ]
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Return once 127.0.0.1:`port` accepts TCP connections; raise if `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((LOCALHOST, port), timeout=0.5):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"broker exited with code {proc.returncode} before listening"
+                ) from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"broker not listening on port {port} after {timeout:g} s"
+                ) from None
+            time.sleep(0.05)
