@@ -17,11 +17,11 @@ LABEL_KINDS = ("spread_blowout", "volume_burst", "price_jump", "fat_finger", "st
                "crossed_book")
 #: Targets this window does not meet (docs/anomaly.md has the full-day figures and why):
 #: spread recall 0.88; volume p95 23.6 s (with 30 detections p95 is the 2nd slowest); stale
-#: median 5.9 s (its p95, 14.3 s, is met). Delays are from each label's first evidence.
-NOT_MET = {("spread_blowout", "recall"), ("volume_burst", "p95_delay_from_evidence_s"),
-           ("stale_quote", "median_delay_from_evidence_s")}
-TARGETS = (("recall", 0.9, 1), ("median_delay_from_evidence_s", 5.0, -1),
-           ("p95_delay_from_evidence_s", 15.0, -1))
+#: median 5.9 s (its p95, 14.3 s, is met). Delays are from each label's start, which the
+#: generator writes at the label's first evidence (the first record the anomaly changes).
+NOT_MET = {("spread_blowout", "recall"), ("volume_burst", "p95_delay_s"),
+           ("stale_quote", "median_delay_s")}
+TARGETS = (("recall", 0.9, 1), ("median_delay_s", 5.0, -1), ("p95_delay_s", 15.0, -1))
 
 
 def test_precision_recall_and_delay_on_labeled_backfill() -> None:
@@ -36,13 +36,10 @@ def test_precision_recall_and_delay_on_labeled_backfill() -> None:
             assert value is not None, (kind, metric)
             if (kind, metric) not in NOT_MET:
                 assert sign * value >= sign * target, (kind, metric, rec[kind])
-        # The first evidence never comes before the label's start, and for the kinds that
-        # wait for a quote or a trade to show it usually comes later.
-        assert rec[kind]["evidence_after_start_median_s"] >= 0.0
-        assert rec[kind]["median_delay_from_evidence_s"] <= rec[kind]["median_delay_s"]
-    for kind in ("stale_quote", "volume_burst", "spread_blowout"):
-        assert rec[kind]["evidence_after_start_median_s"] > 0.0, kind
-    assert rec["fat_finger"]["evidence_after_start_p95_s"] == 0.0
+        # Labels start at their first evidence (the generator writes them there), which the
+        # evaluation finds again independently by comparing with the tape without injections.
+        assert rec[kind]["evidence_after_start_median_s"] == 0.0, (kind, rec[kind])
+        assert rec[kind]["median_delay_from_evidence_s"] == rec[kind]["median_delay_s"]
     clean = r["clean"]["false_alerts_per_instrument_day"]
     assert clean["crossed_book"] == 0.0
     assert clean["fat_finger"] == 0.0
@@ -50,11 +47,9 @@ def test_precision_recall_and_delay_on_labeled_backfill() -> None:
         assert rate <= 1.0, (kind, rate)
 
 
-def test_first_evidence_is_the_first_withheld_quote_and_the_first_extra_trade() -> None:
+def test_labels_start_at_the_first_withheld_quote_and_the_first_extra_trade() -> None:
     instruments = load_instruments()
-    labeled = Tape(instruments, 7, 10.0, 50.0,
-                   anomalies=AnomalyOptions(rate_per_hour=60.0,
-                                            kinds=("stale_quote", "volume_burst")))
+    labeled = Tape(instruments, 7, 10.0, 50.0, anomalies=AnomalyOptions(rate_per_hour=60.0))
     clean = Tape(instruments, 7, 10.0, 50.0)
     lo, hi = to_us(T0), to_us(T0 + timedelta(minutes=40))
     every = [label(json.loads(v)) for b in labeled.batches(lo - 600_000_000, hi)
@@ -64,24 +59,28 @@ def test_first_evidence_is_the_first_withheld_quote_and_the_first_extra_trade() 
     labels = [a for a in every if a.start >= T0 and not any(
         b is not a and b.symbol == a.symbol and b.start <= a.end and a.start <= b.end
         for b in every)]
-    assert {lab.kind for lab in labels} == {"stale_quote", "volume_burst"}
-    assert len(labels) >= 10
+    assert {lab.kind for lab in labels} >= {"stale_quote", "volume_burst", "spread_blowout",
+                                            "price_jump"}
+    assert len(labels) >= 20
     for lab, seen in zip(labels, first_evidence(labels, labeled, clean), strict=True):
-        assert seen is not None and lab.start <= seen < lab.end, lab
-        w_lo, w_hi = to_us(lab.start), to_us(lab.end)
+        # Found independently by comparing the two tapes: exactly where the label starts.
+        assert seen == lab.start, (lab, seen)
+        if lab.kind not in ("stale_quote", "volume_burst"):
+            continue
+        w_lo, w_hi = to_us(lab.start) - 60_000_000, to_us(lab.end)
         mine = {(t, k) for b in labeled.batches(w_lo, w_hi)
                 for t, k, s in zip(b.times.tolist(), b.kinds.tolist(), b.keys, strict=True)
                 if s == lab.symbol and k in (KIND_QUOTE, KIND_TRADE)}
         ref = {(t, k) for b in clean.batches(w_lo, w_hi)
                for t, k, s in zip(b.times.tolist(), b.kinds.tolist(), b.keys, strict=True)
                if s == lab.symbol and k in (KIND_QUOTE, KIND_TRADE)}
-        if lab.kind == "stale_quote":  # quotes only go missing, from `seen` on
+        if lab.kind == "stale_quote":  # quotes only go missing, the first at the start
             missing = sorted(t for t, k in ref - mine)
-            assert not mine - ref and missing[0] == to_us(seen), lab
+            assert not mine - ref and missing[0] == to_us(lab.start), lab
             assert all(k == KIND_QUOTE for _, k in ref - mine)
-        else:  # trades only get added, the first at `seen`
+        else:  # trades only get added, the first at the start
             extra = sorted(t for t, k in mine - ref)
-            assert not ref - mine and extra[0] == to_us(seen), lab
+            assert not ref - mine and extra[0] == to_us(lab.start), lab
             assert all(k == KIND_TRADE for _, k in mine - ref)
 
 

@@ -7,14 +7,13 @@ whose event time is in [start, end + 60 s]; delay = that first alert's event tim
 An alert matching no label is a false alert. No point adjustment. A second run of the same
 window without injections gives the false-alert rate per instrument and day.
 
-Delays are reported twice. From the label's start as `ground_truth` writes it (when the
-injector changes the process: starts withholding quotes, starts drawing extra trades), and
-from the label's first evidence: the event time of the symbol's first record that shows it
-(`first_evidence`), e.g. the first withheld quote or the first extra trade, found by
-comparing with the same seed's tape without injections. Until then the tape is
-identical to one without the anomaly, so no detector can see it; the difference between
-the two is the injector's waiting time for the next quote or extra trade, not detection
-delay.
+Delays are from the label's start. The generator writes each label at its first evidence,
+the event time of the first record the anomaly changes (the first withheld quote, the first
+extra trade, ...; see `Tape._first_evidence`): before it the tape is the tape without the
+anomaly and no detector could see anything. `first_evidence` finds that record again
+independently, by comparing with the same seed's tape without injections; the delays from
+it and how far it lies after the label's start (0 when the labels are right) are reported
+as a check.
 """
 
 from __future__ import annotations

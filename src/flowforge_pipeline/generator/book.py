@@ -80,6 +80,9 @@ class MinuteBook:
     x_quotes: list[tuple[int, int, int, int, int, int, str]]
     # (instrument, offset, price, lots, buy, account, id)
     x_trades: list[tuple[int, int, int, int, bool, int, str]]
+    # Earliest offset of each volume burst's extra trades in this minute, by anomaly id
+    # (bursts that drew no trade in this minute are absent).
+    burst_first: dict[str, int]
 
 
 @dataclass
@@ -91,7 +94,7 @@ class BookInput:
     path: DayPath
     n_quotes: int
     n_trades: int
-    burst: list[tuple[int, int, int]]  # extra trades of volume bursts: (count, lo, hi)
+    burst: list[tuple[int, int, int, str]]  # extra trades: (count, lo, hi, anomaly id)
     anomalies: list[Anomaly]
 
 
@@ -130,7 +133,7 @@ def minute_books(
     minute_us = day_start_us + minute * MINUTE_US
     n_in = len(inputs)
     nq = np.array([b.n_quotes + 1 for b in inputs], dtype=np.int64)
-    nt = np.array([b.n_trades + sum(c for c, _, _ in b.burst) for b in inputs], dtype=np.int64)
+    nt = np.array([b.n_trades + sum(c[0] for c in b.burst) for b in inputs], dtype=np.int64)
     q_start, q_seg = _segments(nq)
     t_start, t_seg = _segments(nt)
     # The bridge draws one normal per quote plus one for the end of the minute.
@@ -143,6 +146,7 @@ def minute_books(
     t_raw = np.empty(int(t_start[-1]), dtype=np.int64)
     r_flip, r_inside, r_step, r_tail, r_account = (np.empty(len(t_raw)) for _ in range(5))
     first = np.empty(n_in)
+    burst_first: dict[str, int] = {}
     for k, b in enumerate(inputs):
         rng = stream(seed, Component.BOOK, b.inst.key, ordinal, minute)
         q0, q1, t0, t1 = int(q_start[k]), int(q_start[k + 1]), int(t_start[k]), int(t_start[k + 1])
@@ -153,8 +157,10 @@ def minute_books(
         ask_geo[q0:q1] = rng.geometric(0.3, q1 - q0)
         t_raw[t0 : t0 + b.n_trades] = rng.integers(0, MINUTE_US, size=b.n_trades, dtype=np.int64)
         lo = t0 + b.n_trades
-        for count, b_lo, b_hi in b.burst:
+        for count, b_lo, b_hi, anomaly_id in b.burst:
             t_raw[lo : lo + count] = rng.integers(b_lo, b_hi, size=count, dtype=np.int64)
+            if count:
+                burst_first[anomaly_id] = int(t_raw[lo : lo + count].min())
             lo += count
         rng.random(out=r_flip[t0:t1])
         first[k] = rng.random()
@@ -291,4 +297,5 @@ def minute_books(
         t_account,
         x_quotes,
         x_trades,
+        burst_first,
     )

@@ -204,7 +204,10 @@ class DayPlan:
     t_base: np.ndarray  # trades of the universe before each minute
     labels: list[Anomaly] = field(default_factory=list)
     by_inst: dict[int, list[Anomaly]] = field(default_factory=dict)
-    bursts: dict[tuple[int, int], list[tuple[int, int, int]]] = field(default_factory=dict)
+    # Extra trades of volume bursts per (instrument, minute): (count, lo, hi, anomaly id).
+    bursts: dict[tuple[int, int], list[tuple[int, int, int, str]]] = field(default_factory=dict)
+    # Start of each label as written to ground_truth (see `Tape._first_evidence`).
+    shown: dict[str, int] = field(default_factory=dict)
 
 
 class Tape:
@@ -327,7 +330,7 @@ class Tape:
             self._plan_anomalies(plan, day, shares)
         extra_t = np.zeros(1440, dtype=np.int64)
         for (_, minute), chunks in plan.bursts.items():
-            extra_t[minute] += sum(c for c, _, _ in chunks)
+            extra_t[minute] += sum(c[0] for c in chunks)
         plan.q_base[1:] = np.cumsum(np.sum(q_counts, axis=0) + n_open)
         plan.t_base[1:] = np.cumsum(np.sum(t_counts, axis=0) + extra_t)
         self._plan = plan
@@ -350,7 +353,63 @@ class Tape:
                     continue
                 mean = shares[a.instrument][minute] * self.trades_per_second * (a.magnitude - 1)
                 count = int(rng.poisson(mean * (hi - lo) / 1e6))
-                plan.bursts.setdefault((a.instrument, minute), []).append((count, lo, hi))
+                plan.bursts.setdefault((a.instrument, minute), []).append(
+                    (count, lo, hi, a.anomaly_id)
+                )
+        # Every burst is planned before any minute is simulated for a label's start: the
+        # draws of one burst depend on the bursts before it in the same minute.
+        plan.shown = {a.anomaly_id: self._first_evidence(plan, a) for a in plan.labels}
+
+    def _book_input(self, plan: DayPlan, i: int, minute: int) -> BookInput:
+        """What `minute_books` simulates for instrument `i` in `minute` of the plan's day."""
+        m_us = plan.day_us + minute * MINUTE_US
+        m_end = m_us + MINUTE_US
+        return BookInput(
+            i,
+            self.instruments[i],
+            plan.paths[i],
+            int(plan.q_counts[i][minute]),
+            int(plan.t_counts[i][minute]),
+            plan.bursts.get((i, minute), []),
+            [
+                a
+                for a in plan.by_inst.get(i, ())
+                if a.overlaps(m_us, m_end) or (a.kind == "price_jump" and a.start_us < m_end)
+            ],
+        )
+
+    def _first_evidence(self, plan: DayPlan, a: Anomaly) -> int:
+        """Event time of the first record the anomaly changes: where its label starts.
+
+        The injector acts from `a.start_us`, but until the first quote it withholds or
+        alters, or the first extra trade it adds, the tape is the tape without it, and no
+        detector could see anything. A fat finger or a crossed book is its own record at
+        `a.start_us`. When nothing shows before the anomaly ends, the market closes or the
+        UTC day ends, the label keeps `a.start_us`.
+        """
+        if a.kind in ("fat_finger", "crossed_book"):
+            return a.start_us
+        i = a.instrument
+        day_end = plan.day_us + DAY_US
+        stop = day_end if a.kind == "price_jump" else min(a.end_us, day_end)
+        minute = (a.start_us - plan.day_us) // MINUTE_US
+        while minute < 1440 and plan.day_us + minute * MINUTE_US < stop:
+            if plan.acts[i][minute] > 0:
+                m_us = plan.day_us + minute * MINUTE_US
+                book = minute_books(
+                    self.seed, plan.ordinal, minute, plan.day_us,
+                    [self._book_input(plan, i, minute)],
+                )
+                if a.kind == "volume_burst":
+                    if a.anomaly_id in book.burst_first:
+                        return m_us + book.burst_first[a.anomaly_id]
+                else:
+                    at = book.q_off + m_us
+                    hit = at[(at >= a.start_us) & (at < stop)]
+                    if len(hit):
+                        return int(hit[0])
+            minute += 1
+        return a.start_us
 
     # ------------------------------------------------------------------ one minute
     def minute(self, minute_index: int) -> tuple[np.ndarray, list[Record]]:
@@ -372,20 +431,8 @@ class Tape:
         hb_us = self.heartbeat_seconds * 1_000_000
         n_bins = 60 // self.heartbeat_seconds
         inputs = [
-            BookInput(
-                i,
-                inst,
-                plan.paths[i],
-                int(plan.q_counts[i][minute]),
-                int(plan.t_counts[i][minute]),
-                plan.bursts.get((i, minute), []),
-                [
-                    a
-                    for a in plan.by_inst.get(i, ())
-                    if a.overlaps(m_us, m_end) or (a.kind == "price_jump" and a.start_us < m_end)
-                ],
-            )
-            for i, inst in enumerate(self.instruments)
+            self._book_input(plan, i, minute)
+            for i in range(len(self.instruments))
             if plan.acts[i][minute] > 0
         ]
         book = minute_books(self.seed, ordinal, minute, plan.day_us, inputs) if inputs else None
@@ -403,9 +450,9 @@ class Tape:
         if len(quiet):
             hb_t = m_us + (quiet % n_bins + 1) * hb_us
             parts.append(self._heartbeats(hb_t, quiet // n_bins))
-        labels = [a for a in plan.labels if m_us <= a.start_us < m_end]
+        labels = [a for a in plan.labels if m_us <= plan.shown[a.anomaly_id] < m_end]
         if labels:
-            parts.append(self._labels(labels))
+            parts.append(self._labels(labels, plan.shown))
         times = np.concatenate([p[0] for p in parts])
         kinds = np.concatenate([np.full(len(p[0]), p[1], dtype=np.int8) for p in parts])
         order = np.lexsort((kinds, times))
@@ -514,9 +561,10 @@ class Tape:
         ]
         return times, _K_HEARTBEAT, inst, np.array(values, dtype=object)
 
-    def _labels(self, labels: list[Anomaly]) -> Part:
-        times = np.array([a.start_us for a in labels], dtype=np.int64)
-        ends = iso_times(np.array([a.end_us for a in labels], dtype=np.int64))
+    def _labels(self, labels: list[Anomaly], shown: dict[str, int]) -> Part:
+        times = np.array([shown[a.anomaly_id] for a in labels], dtype=np.int64)
+        # A price jump is instantaneous (end == start): it ends where it shows.
+        ends = iso_times(np.maximum(np.array([a.end_us for a in labels], dtype=np.int64), times))
         values: list[str] = []
         for a, start, end in zip(labels, iso_times(times), ends, strict=True):
             values.append(
