@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from typing import Any
 import clickhouse_connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Figure, add_json_option, emit  # noqa: E402
+from benchlib import Figure, add_json_option, emit, free_port  # noqa: E402
 
 ROWS = 1_000_000
 BATCH = 10_000
@@ -94,12 +93,6 @@ def timed_insert(client: Any, table: str, batches: list[list[tuple[int, str, flo
     # Its parts would be merged in the background while the other side runs.
     client.command(f"DROP TABLE {table} SYNC")
     return elapsed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_client(port: int, compress: str) -> Any:

@@ -204,6 +204,27 @@ def test_corrupt_compressed_body(server: ClickHouseHTTPServer) -> None:
     assert request(server, b"SELECT 1")[2] == b"1\n"
 
 
+def test_lz4_bodies_after_broken_ones(server: ClickHouseHTTPServer) -> None:
+    """A body cut off or corrupt mid-frame leaves nothing behind for later lz4 bodies."""
+    request(server, b"CREATE TABLE lz4_after (a UInt32) ENGINE = MergeTree ORDER BY a")
+    payload = b"".join(f"{i}\n".encode() for i in range(200_000))
+    frame = lz4.frame.compress(payload)
+    params = {"query": "INSERT INTO lz4_after FORMAT TSV"}
+    lz4_body = {"Content-Encoding": "lz4"}
+    middle = len(frame) // 2
+    corrupt = (
+        frame[:middle] + bytes(b ^ 0x5A for b in frame[middle : middle + 64]) + frame[middle + 64 :]
+    )
+    for broken in (frame[:middle], corrupt):
+        _, headers, _ = request(server, broken, params=params, headers=lz4_body)
+        assert headers["x-clickhouse-exception-code"] == "271"  # CANNOT_DECOMPRESS
+        for _ in range(2):
+            status, _, body = request(server, frame, params=params, headers=lz4_body)
+            assert status == 200, body
+    status, _, body = request(server, b"SELECT count(), sum(a) FROM lz4_after")
+    assert body == f"800000\t{4 * sum(range(200_000))}\n".encode()
+
+
 def test_chunked_insert_body_with_tricky_statement(server: ClickHouseHTTPServer) -> None:
     request(server, b"CREATE TABLE chunked_t (a UInt32, s String) ENGINE = MergeTree ORDER BY a")
     head = b"INSERT INTO /* FORMAT Bogus */ chunked_t -- FORMAT Nope\n(a, s) FORMAT TSV\n"
