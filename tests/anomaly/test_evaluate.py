@@ -89,3 +89,22 @@ def test_bad_window_is_one_line_error() -> None:
                                       "2026-11-25T14:00Z", "--end", "2026-11-25T13:00Z"])
     assert result.exit_code == 2
     assert "END must be after START" in result.output
+
+
+def test_recall_is_printed_for_the_milder_grades() -> None:
+    result = CliRunner().invoke(cli, ["anomaly", "evaluate", "--seed", "7", "--start",
+                                      "2026-11-25T13:00Z", "--end", "2026-11-25T13:30Z",
+                                      "--rate", "120", "--severity", "milder", "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    assert r["window"]["severity"] == "milder"
+    for kind in ("spread_blowout", "volume_burst", "price_jump", "flash_crash"):
+        by_grade = r["recall"][kind]["labels_by_severity"]
+        assert by_grade["low"] == by_grade["medium"] == by_grade["high"] == 0, kind
+        assert by_grade["mild"] + by_grade["moderate"] == r["recall"][kind]["labels"] > 0
+    for kind in ("fat_finger", "stale_quote", "crossed_book"):
+        assert r["recall"][kind]["labels"] == 0
+    text = CliRunner().invoke(cli, ["anomaly", "evaluate", "--seed", "7", "--start",
+                                    "2026-11-25T13:00Z", "--end", "2026-11-25T13:10Z",
+                                    "--rate", "120", "--severity", "milder"])
+    assert "recall mild/moderate" in text.output

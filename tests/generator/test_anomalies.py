@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from flowforge_pipeline.cli import cli
-from flowforge_pipeline.generator.anomalies import KINDS
+from flowforge_pipeline.generator.anomalies import KINDS, MILDER_KINDS
+from flowforge_pipeline.generator.instruments import load_instruments
 
 RANGE = ("2026-11-25T14:00Z", "2026-11-25T15:00Z")
 
@@ -97,3 +99,34 @@ def test_severity_option_is_respected(tmp_path: Path) -> None:
     assert {(lab["type"], lab["severity"], lab["magnitude"]) for lab in labels} == {  # type: ignore[index]
         ("spread_blowout", "high", 16.0)
     }
+
+
+def test_milder_grades_stay_below_the_severe_floor(tmp_path: Path) -> None:
+    records = _run(tmp_path, "--anomalies", "--anomaly-rate", "200",
+                   "--anomaly-severity", "milder")
+    labels = [r["value"] for r in records if r["topic"] == "ground_truth"]
+    assert {lab["type"] for lab in labels} == set(MILDER_KINDS)  # type: ignore[index]
+    assert {lab["severity"] for lab in labels} == {"mild", "moderate"}  # type: ignore[index]
+    # The severe grade starts at spread 3x, volume 5x, a jump of 8 one-minute sd (a jump's
+    # magnitude is the signed log-price move).
+    floor = {"spread_blowout": 3.0, "volume_burst": 5.0}
+    by_symbol = {i.symbol: i for i in load_instruments()}
+    for lab in labels:
+        kind, size = str(lab["type"]), float(lab["magnitude"])  # type: ignore[index, arg-type]
+        if kind in floor:
+            assert 1.0 < size < floor[kind], lab
+        else:
+            inst = by_symbol[str(lab["symbol"])]  # type: ignore[index]
+            one_minute_sd = inst.annual_volatility * math.sqrt(1.0 / inst.minutes_per_year)
+            assert 3.0 < abs(size) / one_minute_sd < 8.0, lab
+
+
+def test_a_kind_without_milder_grades_is_a_one_line_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["generate", "--backfill", *RANGE, "--output", str(tmp_path / "x.jsonl"),
+         "--anomalies", "--anomaly-severity", "mild", "--anomaly-types", "fat_finger"],
+    )
+    assert result.exit_code == 1
+    assert "invalid --anomaly-types: fat_finger has no grade below severe" in result.output
+    assert not (tmp_path / "x.jsonl").exists() or not (tmp_path / "x.jsonl").read_text()

@@ -33,7 +33,7 @@ from bytewax.testing import TestingSink, run_main
 from flowforge_pipeline.contract.catalog import GROUND_TRUTH_TOPIC
 from flowforge_pipeline.flows import anomaly
 from flowforge_pipeline.flows.common import SourceItem, parse_event_time
-from flowforge_pipeline.generator.anomalies import KINDS, SEVERITIES, AnomalyOptions
+from flowforge_pipeline.generator.anomalies import GRADES, KINDS, AnomalyOptions, kinds_for
 from flowforge_pipeline.generator.instruments import load_instruments
 from flowforge_pipeline.generator.tape import KIND_QUOTE, KIND_TRADE, Tape, to_us
 
@@ -171,18 +171,20 @@ def label(obj: dict[str, Any]) -> Label:
 
 def run_flow(
     seed: int, start: datetime, end: datetime, *, rate_per_hour: float | None,
-    limits: anomaly.Thresholds,
+    limits: anomaly.Thresholds, severity: str = "mixed",
 ) -> tuple[list[SeenAlert], list[Label], int]:
     """Backfill the tape through the anomaly flow; alerts, labels and instrument count."""
-    return _run_flow(seed, start, end, rate_per_hour=rate_per_hour, limits=limits)[:3]
+    return _run_flow(seed, start, end, rate_per_hour=rate_per_hour, limits=limits,
+                     severity=severity)[:3]
 
 
 def _run_flow(
     seed: int, start: datetime, end: datetime, *, rate_per_hour: float | None,
-    limits: anomaly.Thresholds,
+    limits: anomaly.Thresholds, severity: str = "mixed",
 ) -> tuple[list[SeenAlert], list[Label], int, Tape]:
     instruments = load_instruments()
-    options = None if rate_per_hour is None else AnomalyOptions(rate_per_hour=rate_per_hour)
+    options = None if rate_per_hour is None else AnomalyOptions(
+        rate_per_hour=rate_per_hour, severity=severity, kinds=kinds_for(severity))
     tape = Tape(instruments, seed, 10.0, 50.0, anomalies=options)
     source = TapeSource(tape, start, end)
     alerts: list[Any] = []
@@ -237,7 +239,7 @@ def score(
         delays: list[float] = []
         from_evidence: list[float] = []
         lags: list[float] = []
-        per_sev: dict[str, list[int]] = {s: [0, 0] for s in SEVERITIES}
+        per_sev: dict[str, list[int]] = {s: [0, 0] for s in GRADES}
         for lab in mine:
             hits = [a.event_time for a in by_symbol[lab.symbol] if _matches(a, lab)]
             per_sev[lab.severity][1] += 1
@@ -282,11 +284,16 @@ def score(
 def evaluate(
     seed: int, start: datetime, end: datetime, *, rate_per_hour: float = 30.0,
     clean_seed: int | None = None, limits: anomaly.Thresholds | None = None,
+    severity: str = "mixed",
 ) -> dict[str, Any]:
-    """Score an injected backfill and measure false alerts on a clean one."""
+    """Score an injected backfill and measure false alerts on a clean one.
+
+    `severity` is the generator's: 'mixed' injects the severe grade (low, medium, high),
+    'milder' the grades below it (mild, moderate) of the kinds that have them.
+    """
     limits = limits or anomaly.Thresholds()
     alerts, labels, n_inst, tape = _run_flow(seed, start, end, rate_per_hour=rate_per_hour,
-                                             limits=limits)
+                                             limits=limits, severity=severity)
     same_seed_clean = Tape(tape.instruments, seed, tape.trades_per_second,
                            tape.quotes_per_second, tape.heartbeat_seconds)
     result = score(alerts, labels, first_evidence(labels, tape, same_seed_clean))
@@ -302,5 +309,5 @@ def evaluate(
         },
     }
     result["window"] = {"seed": seed, "start": start.isoformat(), "end": end.isoformat(),
-                        "rate_per_hour": rate_per_hour}
+                        "rate_per_hour": rate_per_hour, "severity": severity}
     return result

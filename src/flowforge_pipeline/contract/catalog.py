@@ -174,8 +174,10 @@ GROUND_TRUTH_TOPIC = Topic(
         _js("anomaly_id", "string", "deterministic label id"),
         _js("symbol", "string", "instrument symbol"),
         _js("type", "string", "injected anomaly type"),
-        _js("severity", "string", "'low', 'medium' or 'high'"),
-        _js("start_time", "string", "ISO 8601 UTC start of the episode"),
+        _js("severity", "string", "'low', 'medium' or 'high' (the severe grade); 'mild' or "
+            "'moderate' below it"),
+        _js("start_time", "string",
+            "ISO 8601 UTC start of the episode: the first record it changes"),
         _js("end_time", "string", "ISO 8601 UTC end of the episode"),
         _js("magnitude", "number", "size of the injection in its natural unit"),
     ),

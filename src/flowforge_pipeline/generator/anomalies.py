@@ -26,7 +26,15 @@ KINDS: tuple[str, ...] = (
     "stale_quote",
     "crossed_book",
 )
+#: The three levels of the severe grade: every one is at or above the size that must be
+#: caught (spread >= 3x, volume >= 5x, price jump >= 8 one-minute sd; every fat finger, stale
+#: quote and crossed book). `mixed` draws among them.
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high")
+#: Grades below the severe one, opt-in (`milder` draws among them); only the kinds whose
+#: severity is a size have them.
+MILDER_SEVERITIES: tuple[str, ...] = ("mild", "moderate")
+#: Every grade from the smallest up.
+GRADES: tuple[str, ...] = MILDER_SEVERITIES + SEVERITIES
 
 #: Magnitude by severity, in each kind's natural unit (see `docs/generator.md`).
 MAGNITUDE: dict[str, tuple[float, float, float]] = {
@@ -38,6 +46,15 @@ MAGNITUDE: dict[str, tuple[float, float, float]] = {
     "stale_quote": (60.0, 180.0, 600.0),  # seconds without a quote update
     "crossed_book": (1.0, 3.0, 10.0),  # ticks the bid sits above the ask
 }
+#: Magnitude of the milder grades (mild, moderate), below the severe grade's floor.
+MILDER_MAGNITUDE: dict[str, tuple[float, float]] = {
+    "spread_blowout": (1.5, 2.0),
+    "volume_burst": (2.0, 3.0),
+    # 4 and 6 one-minute sd, in five-minute sd as above
+    "price_jump": (4.0 / math.sqrt(5.0), 6.0 / math.sqrt(5.0)),
+    "flash_crash": (4.0 / math.sqrt(5.0), 6.0 / math.sqrt(5.0)),
+}
+MILDER_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k in MILDER_MAGNITUDE)
 #: Duration range in seconds of kinds that last (the others are one event at `start`).
 DURATION: dict[str, tuple[int, int]] = {
     "spread_blowout": (30, 180),
@@ -51,8 +68,32 @@ class AnomalyOptions:
     """What to inject: expected labels per hour over the universe, severity, kinds."""
 
     rate_per_hour: float = 2.0
-    severity: str = "mixed"  # 'low', 'medium', 'high' or 'mixed'
+    # a grade of GRADES, 'mixed' (the severe ones) or 'milder' (the ones below)
+    severity: str = "mixed"
     kinds: tuple[str, ...] = KINDS
+
+    def __post_init__(self) -> None:
+        if self.severity not in (*GRADES, "mixed", "milder"):
+            raise ValueError(f"unknown anomaly severity {self.severity!r}")
+        if self.severity in ("milder", *MILDER_SEVERITIES):
+            severe_only = [k for k in self.kinds if k not in MILDER_MAGNITUDE]
+            if severe_only:
+                raise ValueError(
+                    f"{','.join(severe_only)} has no grade below severe (every one is severe); "
+                    f"milder grades exist for {','.join(MILDER_KINDS)}"
+                )
+
+
+def kinds_for(severity: str) -> tuple[str, ...]:
+    """Every kind that can be injected at `severity`."""
+    return MILDER_KINDS if severity in ("milder", *MILDER_SEVERITIES) else KINDS
+
+
+def magnitude_of(kind: str, severity: str) -> float:
+    """Magnitude of `kind` at `severity`, in the kind's natural unit (before any sign)."""
+    if severity in MILDER_SEVERITIES:
+        return MILDER_MAGNITUDE[kind][MILDER_SEVERITIES.index(severity)]
+    return MAGNITUDE[kind][SEVERITIES.index(severity)]
 
 
 @dataclass(frozen=True)
@@ -91,11 +132,12 @@ def plan_day(
     for k in range(n):
         kind = options.kinds[int(rng.integers(len(options.kinds)))]
         idx = int(rng.integers(len(instruments)))
-        sev_i = (
-            int(rng.integers(3))
-            if options.severity == "mixed"
-            else (SEVERITIES.index(options.severity))
-        )
+        if options.severity == "mixed":
+            severity = SEVERITIES[int(rng.integers(3))]
+        elif options.severity == "milder":
+            severity = MILDER_SEVERITIES[int(rng.integers(2))]
+        else:
+            severity = options.severity
         u = float(rng.random())
         sign = 1.0 if rng.random() < 0.5 else -1.0
         dur_lo, dur_hi = DURATION.get(kind, (0, 0))
@@ -106,7 +148,7 @@ def plan_day(
         minute = int(open_minutes[min(int(u * len(open_minutes)), len(open_minutes) - 1)])
         start = day_us + minute * 60_000_000 + int(rng.integers(0, 60_000_000))
         inst = instruments[idx]
-        magnitude = MAGNITUDE[kind][sev_i]
+        magnitude = magnitude_of(kind, severity)
         if kind == "stale_quote":
             duration_s = int(magnitude)
         if kind in ("price_jump", "flash_crash"):
@@ -119,7 +161,7 @@ def plan_day(
                 anomaly_id=f"{seed}-{stamp}-a{k}",
                 instrument=idx,
                 kind=kind,
-                severity=SEVERITIES[sev_i],
+                severity=severity,
                 start_us=start,
                 end_us=start + duration_s * 1_000_000,
                 magnitude=round(magnitude, 6),

@@ -18,7 +18,13 @@ from typing import Any
 import click
 
 from flowforge_pipeline.generator import parallel
-from flowforge_pipeline.generator.anomalies import KINDS, AnomalyOptions
+from flowforge_pipeline.generator.anomalies import (
+    GRADES,
+    KINDS,
+    MILDER_KINDS,
+    AnomalyOptions,
+    kinds_for,
+)
 from flowforge_pipeline.generator.instruments import InstrumentFileError, load_instruments
 from flowforge_pipeline.generator.pacing import Counts, pump
 from flowforge_pipeline.generator.producer import DeliveryError, open_sink
@@ -112,16 +118,17 @@ class _OneLineCommand(click.Command):
 )
 @click.option(
     "--anomaly-severity",
-    type=click.Choice(["low", "medium", "high", "mixed"]),
+    type=click.Choice([*GRADES, "mixed", "milder"]),
     default="mixed",
     show_default=True,
-    help="Severity of injected anomalies.",
+    help="Severity of injected anomalies: low, medium, high (the severe grade; 'mixed' draws "
+    "among them) or mild, moderate (below it; 'milder' draws among them).",
 )
 @click.option(
     "--anomaly-types",
-    default=",".join(KINDS),
-    show_default=True,
-    help="Comma-separated anomaly types to inject.",
+    default=None,
+    help="Comma-separated anomaly types to inject [default: every type the severity has: "
+    f"{','.join(KINDS)}; below the severe grade {','.join(MILDER_KINDS)}].",
 )
 @click.option(
     "--output",
@@ -233,7 +240,13 @@ def _resolve(opts: dict[str, Any], seed: int, tps: float, qps: float) -> dict[st
         raise click.ClickException("invalid --duration: must be > 0")
     anomalies = None
     if opts["anomalies"]:
-        kinds = tuple(k.strip() for k in opts["anomaly_types"].split(",") if k.strip())
+        severity = opts["anomaly_severity"]
+        given = opts["anomaly_types"]
+        kinds = (
+            kinds_for(severity)
+            if given is None
+            else tuple(k.strip() for k in given.split(",") if k.strip())
+        )
         unknown = sorted(set(kinds) - set(KINDS))
         if unknown or not kinds:
             raise click.ClickException(
@@ -242,7 +255,10 @@ def _resolve(opts: dict[str, Any], seed: int, tps: float, qps: float) -> dict[st
             )
         if opts["anomaly_rate"] <= 0:
             raise click.ClickException("invalid --anomaly-rate: must be > 0")
-        anomalies = AnomalyOptions(opts["anomaly_rate"], opts["anomaly_severity"], kinds)
+        try:
+            anomalies = AnomalyOptions(opts["anomaly_rate"], severity, kinds)
+        except ValueError as exc:
+            raise click.ClickException(f"invalid --anomaly-types: {exc}") from None
     speed: float | None = opts["speed"]
     end_us: int | None
     if opts["backfill"]:
