@@ -241,6 +241,46 @@ def test_chunked_insert_body_with_tricky_statement(server: ClickHouseHTTPServer)
     )
 
 
+def test_serial_inserts_run_on_one_thread_unless_the_client_chose(
+    server: ClickHouseHTTPServer,
+) -> None:
+    """A Native/RowBinary insert runs with max_threads = 1, except where the client set it.
+
+    The column's DEFAULT records the max_threads each insert ran with.
+    """
+    request(
+        server,
+        b"CREATE TABLE threads_t (a UInt8, th UInt64 DEFAULT getSetting('max_threads')) "
+        b"ENGINE = MergeTree ORDER BY a",
+    )
+
+    def insert(
+        a: int,
+        statement: str = "INSERT INTO threads_t (a)",
+        fmt: str = "RowBinary",
+        data: bytes | None = None,
+        **params: str,
+    ) -> None:
+        query = f"{statement} FORMAT {fmt}"
+        status, _, body = request(
+            server, bytes([a]) if data is None else data, params={"query": query, **params}
+        )
+        assert status == 200, body
+
+    default = int(request(server, b"SELECT getSetting('max_threads')")[2])
+    assert default > 1  # else the rows below could not tell the two apart
+    insert(1)
+    insert(2, max_threads="3")
+    insert(3, statement="INSERT INTO threads_t (a) SETTINGS max_threads = 4")
+    insert(4, fmt="TSV", data=b"4\n")  # not a serial format: the engine's own choice
+    insert(5, statement="INSERT INTO threads_t (a) -- a comment at the end\n")
+    sid = f"s-{uuid.uuid4()}"
+    assert request(server, b"SET max_threads = 5", params={"session_id": sid})[0] == 200
+    insert(6, session_id=sid)
+    rows = request(server, b"SELECT a, th FROM threads_t ORDER BY a")[2].decode().split()
+    assert rows == [str(x) for x in (1, 1, 2, 3, 3, 4, 4, default, 5, 1, 6, 5)]
+
+
 def test_dollar_quoted_query_is_one_statement(server: ClickHouseHTTPServer) -> None:
     status, _, body = request(server, b"SELECT $tag$ ; SELECT 2 $tag$ AS s")
     assert (status, body) == (200, b" ; SELECT 2 \n")

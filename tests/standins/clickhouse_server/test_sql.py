@@ -23,6 +23,15 @@ def test_keyword_cut_by_the_end_of_what_arrived_decides_nothing() -> None:
     assert text[split.data_offset :] == "1,2\n"
 
 
+def test_insert_split_tells_whether_the_statement_has_its_own_settings() -> None:
+    own = find_insert_data("INSERT INTO t SETTINGS max_threads = 4 FORMAT Native\n", False)
+    none = find_insert_data("INSERT INTO t (a) /* SETTINGS */ FORMAT Native\n", False)
+    values = find_insert_data("INSERT INTO t SETTINGS async_insert = 1 VALUES (1)", True)
+    assert own is not None and own.has_settings
+    assert none is not None and not none.has_settings
+    assert values is not None and values.has_settings
+
+
 @pytest.mark.parametrize(
     "text",
     [

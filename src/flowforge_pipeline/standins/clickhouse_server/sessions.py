@@ -49,6 +49,8 @@ class EngineConnection:
         self.database = "default"
         self.applied: dict[str, str] = {}
         self.overlay: dict[str, tuple[str, str | None]] = {}
+        #: A client's own `SET` statement ran here: its settings are the client's to keep.
+        self.client_set = False
 
     def run(self, sql: str) -> Any:
         """Run a statement whose result the server does not return."""

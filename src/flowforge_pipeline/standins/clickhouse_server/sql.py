@@ -141,12 +141,14 @@ class InsertSplit:
         statement: the INSERT without its FORMAT clause or data, e.g. `INSERT INTO t (a, b)`.
         fmt: the input format of the data (`Values` for a VALUES insert).
         data_offset: where the data starts in the text that was split.
+        has_settings: the statement carries its own `SETTINGS` clause.
 
     """
 
     statement: str
     fmt: str
     data_offset: int
+    has_settings: bool = False
 
 
 def _is_word(tok: Token, *words: str) -> bool:
@@ -179,6 +181,7 @@ def find_insert_data(text: str, at_eof: bool) -> InsertSplit | None:
     if not _is_word(first, "INSERT"):
         return None
     depth = 0
+    has_settings = False
     for tok in toks:
         if tok.kind is TokenKind.PUNCT:
             if tok.text == "(":
@@ -194,8 +197,10 @@ def find_insert_data(text: str, at_eof: bool) -> InsertSplit | None:
         word = tok.text.upper()
         if word in ("SELECT", "WITH"):
             return None
+        if word == "SETTINGS":
+            has_settings = True
         if word == "VALUES":
-            return InsertSplit(text[: tok.start].rstrip(), "Values", tok.end)
+            return InsertSplit(text[: tok.start].rstrip(), "Values", tok.end, has_settings)
         if word == "FORMAT":
             name = next(toks, None)
             if name is None or (name.end == len(text) and not at_eof):
@@ -212,7 +217,7 @@ def find_insert_data(text: str, at_eof: bool) -> InsertSplit | None:
             elif pos == len(text) and not at_eof:
                 raise IncompleteInput("data start not seen yet")
             fmt = name.text.strip('`"')
-            return InsertSplit(text[: tok.start].rstrip(), fmt, pos)
+            return InsertSplit(text[: tok.start].rstrip(), fmt, pos, has_settings)
     if not at_eof:
         raise IncompleteInput("INSERT statement not complete yet")
     return None
