@@ -5,28 +5,32 @@ throughput of a 1M-row insert in 10k-row batches over HTTP versus clickhouse-con
 in-process chdb client (`clickhouse_connect.get_client(interface="chdb", ...)`), which is
 the same engine without the HTTP hop.
 
-Both sides make the same call (`client.insert(table, batch, column_names=...)`) on the same
-batch objects, built before the clock starts. The in-process client needs its own process
-(chdb allows one engine per process, and the server owns one), so it runs as a worker that
-waits for orders; the rounds alternate between the two sides (HTTP first in odd rounds,
-in-process first in even ones), and the ratio is taken per round, so load from other work on
-the machine weighs on both alike. The reported ratio is the median of the rounds.
+Two HTTP clients are timed: one with `compress=False`, as the pipeline's sinks insert into
+the local server (and like the in-process client, which hands the engine uncompressed
+Native bytes), and one with clickhouse-connect's default lz4 compression of every insert
+body, which adds the client's compression and the server's decompression to each batch.
 
-The HTTP client uses clickhouse-connect's defaults (lz4-compressed inserts) unless
-`--compress` says otherwise; the setting is printed with the figures.
+Every side makes the same call (`client.insert(table, batch, column_names=...)`) on the
+same batch objects, built before the clock starts and frozen out of the garbage collector
+(otherwise every full collection traverses the million prebuilt rows, ~40 ms each, in
+whichever process is timing). The in-process client needs its own process (chdb allows one
+engine per process, and the server owns one), so it runs as a worker that waits for
+orders. Each round times the three sides in a different order (all six orders over six
+rounds), and each ratio is taken per round, so load from other work on the machine weighs
+on all sides alike. The reported ratios are the medians of the rounds.
 
 Before each timed insert both engines are left to finish their background merges, and each
-round's table is dropped once counted, so one side's merges never run during the other
+round's table is dropped once counted, so one side's merges never run during another
 side's timing.
 
-Run: .venv/bin/python bench/clickhouse_http.py [--rounds 5] [--compress lz4|zstd|none]
-     [--json FILE]
+Run: .venv/bin/python bench/clickhouse_http.py [--rounds 6] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -48,6 +52,9 @@ BATCH = 10_000
 COLUMNS = ["id", "sym", "px"]
 SELECT1_TARGET_MS = 2.0
 RATIO_TARGET = 0.9
+# The timed sides: the two HTTP clients (by their `compress` argument) and the worker.
+PLAIN, LZ4, LOCAL = "HTTP, compress=False", "HTTP, lz4 (default)", "in-process"
+TABLE = {PLAIN: "plain", LZ4: "lz4", LOCAL: "local"}
 
 
 def make_batches() -> list[list[tuple[int, str, float]]]:
@@ -96,7 +103,7 @@ def timed_insert(client: Any, table: str, batches: list[list[tuple[int, str, flo
     return elapsed
 
 
-def wait_for_client(port: int, compress: str) -> Any:
+def wait_for_client(port: int, compress: str | bool) -> Any:
     # Poll /ping first: a client created before the server listens logs a driver error.
     deadline = time.monotonic() + 60
     while True:
@@ -107,16 +114,14 @@ def wait_for_client(port: int, compress: str) -> Any:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    return clickhouse_connect.get_client(
-        host="127.0.0.1", port=port, compress=False if compress == "none" else compress
-    )
+    return clickhouse_connect.get_client(host="127.0.0.1", port=port, compress=compress)
 
 
 def worker(data_dir: str) -> None:
     """The in-process side: one order per line on stdin (`run TABLE`, `settle`), JSON out."""
     client = clickhouse_connect.get_client(interface="chdb", path=data_dir)
-    gc.freeze()  # as in main(): the setup's objects weigh on no collection
     batches = make_batches()
+    gc.freeze()  # as in main(): the setup's objects and the batches weigh on no collection
     warm_up(client, batches)
     settle(client)
     print("ready", flush=True)
@@ -180,68 +185,67 @@ def select1(client: Any) -> tuple[float, float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="insert rounds per side")
     parser.add_argument(
-        "--compress", choices=["lz4", "zstd", "none"], default="lz4",
-        help="the HTTP client's compression (clickhouse-connect's default: lz4)",
+        "--rounds",
+        type=int,
+        default=6,
+        help="insert rounds; each times every side once, in a different order",
     )
     add_json_option(parser)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
 
-    http_s: list[float] = []
-    local_s: list[float] = []
+    seconds: dict[str, list[float]] = {PLAIN: [], LZ4: [], LOCAL: []}
     loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="flowforge-chbench-") as tmp:
         port = free_port()
-        # free_port loads the pipeline's stack modules into this process only; frozen, their
-        # objects are not traversed by this process's collections, which run every few
-        # inserts over the prebuilt batches on both sides alike and would otherwise cost the
-        # HTTP side alone ~20 ms more each (~5 % of its time). The worker freezes its setup
-        # the same way, before building its batches.
-        gc.freeze()
         # The server runs as its own process, as in the local stack: client and server
         # must not share one interpreter lock.
         server = subprocess.Popen(
             [
-                sys.executable, "-m", "flowforge_pipeline.standins.clickhouse_server",
-                "--port", str(port), "--data-dir", str(Path(tmp) / "http"),
+                sys.executable,
+                "-m",
+                "flowforge_pipeline.standins.clickhouse_server",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(Path(tmp) / "http"),
             ],
             stderr=subprocess.DEVNULL,
         )
         batches = make_batches()  # while the server starts
+        # Frozen, the setup's objects (the stack's modules free_port loaded, the batches)
+        # are not traversed by this process's collections; the worker does the same.
+        gc.freeze()
         local = None
         try:
-            client = wait_for_client(port, args.compress)
-            p50, p95, n = select1(client)
+            plain = wait_for_client(port, False)
+            lz4 = wait_for_client(port, "lz4")
+            p50, p95, n = select1(lz4)
             print(f"SELECT 1 round trip over HTTP: p50 {p50:.2f} ms, p95 {p95:.2f} ms ({n} runs)")
-            warm_up(client, batches)
+            warm_up(plain, batches)
+            for batch in batches[:5]:
+                lz4.insert("warm", batch, column_names=COLUMNS)
             local = Worker(Path(tmp) / "local")
+            orders = list(itertools.permutations((PLAIN, LZ4, LOCAL)))
             for r in range(args.rounds):
                 loads.append(os.getloadavg()[0])
-                table = f"bench_{r}"
-
-                def run_http(table: str = table, worker: Worker = local) -> float:
-                    settle(client)
-                    worker.settle()
-                    return timed_insert(client, table, batches)
-
-                def run_local(table: str = table, worker: Worker = local) -> float:
-                    settle(client)
-                    worker.settle()
-                    return worker.insert(table)
-
-                if r % 2 == 0:
-                    h = run_http()
-                    s = run_local()
-                else:
-                    s = run_local()
-                    h = run_http()
-                http_s.append(h)
-                local_s.append(s)
+                for side in orders[r % len(orders)]:
+                    settle(plain)
+                    local.settle()
+                    table = f"bench_{r}_{TABLE[side]}"
+                    if side == LOCAL:
+                        seconds[side].append(local.insert(table))
+                    else:
+                        client = plain if side == PLAIN else lz4
+                        seconds[side].append(timed_insert(client, table, batches))
                 print(
-                    f"round {r + 1}: HTTP {h:.2f} s ({ROWS / h:,.0f} rows/s), in-process "
-                    f"{s:.2f} s ({ROWS / s:,.0f} rows/s), ratio {s / h:.2f} "
-                    f"(load average {loads[-1]:.1f})",
+                    f"round {r + 1}: "
+                    + ", ".join(f"{side} {seconds[side][-1]:.2f} s" for side in seconds)
+                    + f"; ratios {seconds[LOCAL][-1] / seconds[PLAIN][-1]:.2f} (compress=False),"
+                    f" {seconds[LOCAL][-1] / seconds[LZ4][-1]:.2f} (lz4)"
+                    f" (load average {loads[-1]:.1f})",
                     flush=True,
                 )
         finally:
@@ -250,42 +254,66 @@ def main() -> None:
             server.terminate()
             server.wait()
 
-    ratios = [s / h for h, s in zip(http_s, local_s, strict=True)]
-    ratio = statistics.median(ratios)
-    http_rate = ROWS / statistics.median(http_s)
-    local_rate = ROWS / statistics.median(local_s)
-    print(
-        f"1M rows in {BATCH}-row batches over HTTP (compress={args.compress}), median of "
-        f"{args.rounds}: {ROWS / http_rate:.2f} s ({http_rate:,.0f} rows/s)"
-    )
-    print(
-        f"1M rows in {BATCH}-row batches in-process (clickhouse-connect chdb client), median of "
-        f"{args.rounds}: {ROWS / local_rate:.2f} s ({local_rate:,.0f} rows/s)"
-    )
-    print(
-        f"HTTP / in-process throughput ratio: {ratio:.2f} (median of rounds "
-        f"{', '.join(f'{x:.2f}' for x in ratios)}; target >= {RATIO_TARGET})"
-    )
+    rate = {side: ROWS / statistics.median(s) for side, s in seconds.items()}
+    ratios = {
+        side: [s / h for h, s in zip(seconds[side], seconds[LOCAL], strict=True)]
+        for side in (PLAIN, LZ4)
+    }
+    ratio = {side: statistics.median(r) for side, r in ratios.items()}
+    for side in seconds:
+        print(
+            f"1M rows in {BATCH}-row batches, {side}, median of {args.rounds}: "
+            f"{ROWS / rate[side]:.2f} s ({rate[side]:,.0f} rows/s)"
+        )
+    for side in (PLAIN, LZ4):
+        print(
+            f"{side} / in-process throughput ratio: {ratio[side]:.2f} (median of rounds "
+            f"{', '.join(f'{x:.2f}' for x in ratios[side])}; target >= {RATIO_TARGET})"
+        )
     emit(
         args.json,
         "clickhouse_http",
         [
-            Figure("SELECT 1 round trip over HTTP, p50", round(p50, 2), "ms",
-                   f"<= {SELECT1_TARGET_MS:g} ms", p50 <= SELECT1_TARGET_MS),
+            Figure(
+                "SELECT 1 round trip over HTTP, p50",
+                round(p50, 2),
+                "ms",
+                f"<= {SELECT1_TARGET_MS:g} ms",
+                p50 <= SELECT1_TARGET_MS,
+            ),
             Figure("SELECT 1 round trip over HTTP, p95", round(p95, 2), "ms"),
-            Figure(f"1M-row insert in 10k batches over HTTP (compress={args.compress})",
-                   round(http_rate), "rows/s"),
-            Figure("1M-row insert in 10k batches, in-process chdb client",
-                   round(local_rate), "rows/s"),
-            Figure("HTTP / in-process insert throughput", round(ratio, 2), "x",
-                   f">= {RATIO_TARGET}", ratio >= RATIO_TARGET),
+            Figure(
+                "1M-row insert in 10k batches over HTTP, compress=False (as the sinks)",
+                round(rate[PLAIN]),
+                "rows/s",
+            ),
+            Figure(
+                "1M-row insert in 10k batches over HTTP, lz4 (client default)",
+                round(rate[LZ4]),
+                "rows/s",
+            ),
+            Figure(
+                "1M-row insert in 10k batches, in-process chdb client", round(rate[LOCAL]), "rows/s"
+            ),
+            Figure(
+                "HTTP (compress=False) / in-process insert throughput",
+                round(ratio[PLAIN], 2),
+                "x",
+                f">= {RATIO_TARGET}",
+                ratio[PLAIN] >= RATIO_TARGET,
+            ),
+            Figure(
+                "HTTP (lz4) / in-process insert throughput",
+                round(ratio[LZ4], 2),
+                "x",
+                f">= {RATIO_TARGET}",
+                ratio[LZ4] >= RATIO_TARGET,
+            ),
         ],
         extra={
-            "compress": args.compress,
             "rounds": args.rounds,
-            "http_seconds": [round(x, 3) for x in http_s],
-            "in_process_seconds": [round(x, 3) for x in local_s],
-            "ratios": [round(x, 3) for x in ratios],
+            "seconds": {side: [round(x, 3) for x in s] for side, s in seconds.items()},
+            "ratios": {side: [round(x, 3) for x in r] for side, r in ratios.items()},
             "load_average_per_round": [round(x, 2) for x in loads],
         },
     )
