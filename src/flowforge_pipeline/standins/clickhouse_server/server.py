@@ -852,8 +852,9 @@ class _Request:
         """Whether this insert's pipeline runs on the request's own thread.
 
         Data in a serial format arrives as one stream that is parsed in one stream, so the
-        engine's extra pipeline thread (`max_threads`, 2 here) only adds hand-offs: half the
-        context switches and ~0.5 ms per insert. Unless the client chose `max_threads`
+        engine's further pipeline threads (`max_threads` defaults to the number of cores)
+        only add hand-offs: on 2 cores, twice the context switches and ~0.5 ms more per
+        insert (docs/clickhouse_server.md). Unless the client chose `max_threads`
         itself: as a URL setting, in the statement's own SETTINGS clause, or with any
         SET statement on this connection.
         """
